@@ -1,0 +1,110 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+
+use erp_schemas::topics::Topics;
+use erp_schemas::{AvroSerde, SchemaKind, WireError, wire};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("kafka producer: {0}")]
+    Kafka(String),
+    #[error("encoding: {0}")]
+    Wire(#[from] WireError),
+    #[error("{0} record(s) were not acknowledged by the broker")]
+    Undelivered(u64),
+}
+
+#[derive(Default)]
+struct Acks {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::error!(error = %e, "command not delivered");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes commands as a client would: idempotent producer, acks=all, keys partitioned
+/// with Kafka's murmur2 like the Java clients.
+pub struct CommandPublisher {
+    producer: BaseProducer<Acks>,
+    serde: Arc<AvroSerde>,
+    topics: Topics,
+}
+
+impl CommandPublisher {
+    pub fn new(bootstrap: &str, serde: Arc<AvroSerde>, topics: Topics) -> Result<Self, PublishError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .create_with_context(Acks::default())
+            .map_err(|e| PublishError::Kafka(e.to_string()))?;
+        Ok(Self { producer, serde, topics })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub fn order(&self, cmd: &wire::OrderCommand) -> Result<(), PublishError> {
+        let topic = self.topics.order_commands();
+        let value = self.serde.encode(&topic, SchemaKind::OrderCommand, cmd)?;
+        let corr = cmd.correlation_id.clone().unwrap_or_else(|| cmd.command_id.clone());
+        self.send_raw(&topic, cmd.order_id.as_bytes(), &value, cmd.issued_at, &[("correlation_id", &corr), ("command_id", &cmd.command_id)])
+    }
+
+    pub fn inventory(&self, cmd: &wire::InventoryCommand) -> Result<(), PublishError> {
+        let topic = self.topics.inventory_commands();
+        let value = self.serde.encode(&topic, SchemaKind::InventoryCommand, cmd)?;
+        self.send_raw(&topic, cmd.sku.as_bytes(), &value, cmd.issued_at, &[("command_id", &cmd.command_id)])
+    }
+
+    /// Sends arbitrary bytes (tests use it for poison records).
+    pub fn send_raw(&self, topic: &str, key: &[u8], value: &[u8], timestamp: i64, headers: &[(&str, &str)]) -> Result<(), PublishError> {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut record = BaseRecord::to(topic).key(key).payload(value).timestamp(timestamp).headers(h);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.producer.poll(Duration::ZERO);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(PublishError::Kafka(e.to_string())),
+            }
+        }
+    }
+
+    /// Waits until every record is acknowledged.
+    pub fn flush(&self) -> Result<(), PublishError> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| PublishError::Kafka(format!("flush: {e}")))?;
+        match self.producer.context().failed.swap(0, Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(PublishError::Undelivered(n)),
+        }
+    }
+}

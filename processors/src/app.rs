@@ -1,0 +1,141 @@
+//! Wiring: topics, schemas, engines and the query API of one process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use erp_query_api::AppState;
+use erp_schemas::AvroSerde;
+use erp_schemas::topics::Topics;
+use erp_state_stores::{Readiness, StoreMetrics, StoreRegistry};
+
+use crate::config::Settings;
+use crate::engine::{EngineConfig, EngineError, EngineMetrics, StreamThread, TopicSpec, Topology, ensure_topics};
+use crate::{inventory, order};
+
+/// The bounded contexts this binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Context {
+    Order,
+    Inventory,
+}
+
+impl Context {
+    pub const ALL: [Context; 2] = [Context::Order, Context::Inventory];
+
+    pub fn topology(self, topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
+        match self {
+            Context::Order => order::processor::topology(topics, serde),
+            Context::Inventory => inventory::processor::topology(topics, serde),
+        }
+    }
+}
+
+/// Every topic the given topologies need, internal ones included.
+pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
+    let mut specs: Vec<TopicSpec> = Vec::new();
+    let mut add = |spec: TopicSpec| {
+        if !specs.iter().any(|s| s.name == spec.name) {
+            specs.push(spec);
+        }
+    };
+    for t in topologies {
+        for name in t.source_topics.iter().chain(&t.sink_topics) {
+            add(TopicSpec::new(name.clone(), partitions, 1));
+        }
+        for name in t.changelog_topics() {
+            add(TopicSpec::new(name, partitions, 1).compacted());
+        }
+        add(TopicSpec::new(t.dlq_topic(), partitions, 1));
+    }
+    specs
+}
+
+/// Creates topics and registers every schema. Blocking HTTP runs off the async workers.
+pub async fn prepare(settings: &Settings, topics: &Topics, topologies: &[Topology], serde: Arc<AvroSerde>) -> anyhow::Result<()> {
+    let mut specs = topic_specs(topologies, settings.partitions);
+    for name in topics.data_topics() {
+        if !specs.iter().any(|s| s.name == name) {
+            specs.push(TopicSpec::new(name, settings.partitions, 1));
+        }
+    }
+    ensure_topics(&settings.bootstrap_servers, &specs).await?;
+    let subjects = topics.subjects();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for (topic, kind) in subjects {
+            serde.register(&topic, kind)?;
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// The engines of one process and what they share with the query API.
+pub struct Engines {
+    pub state: AppState,
+    pub shutdown: Arc<AtomicBool>,
+    pub handles: Vec<(String, JoinHandle<Result<(), EngineError>>)>,
+}
+
+impl Engines {
+    pub fn start(settings: &Settings, topologies: Vec<Topology>) -> anyhow::Result<Self> {
+        let metrics = Arc::new(prometheus::Registry::new());
+        let engine_metrics = EngineMetrics::new(&metrics)?;
+        let store_metrics = StoreMetrics::new(&metrics)?;
+        let registry = StoreRegistry::new();
+        let readiness = Readiness::new();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut config = EngineConfig::new(&settings.bootstrap_servers, &settings.instance_id, settings.state_dir.clone());
+        config.partitions = settings.partitions;
+        config.commit_interval = Duration::from_millis(settings.commit_interval_ms);
+        let mut handles = Vec::new();
+        for topology in topologies {
+            // Registered before the thread starts so readiness is false until restored.
+            readiness.set(&topology.application_id, false);
+            let name = topology.application_id.clone();
+            let thread = StreamThread {
+                config: config.clone(),
+                topology,
+                registry: registry.clone(),
+                readiness: readiness.clone(),
+                metrics: engine_metrics.clone(),
+                store_metrics: store_metrics.clone(),
+                shutdown: shutdown.clone(),
+            };
+            handles.push((name, thread.spawn()));
+        }
+        Ok(Self {
+            state: AppState { stores: registry, readiness, metrics },
+            shutdown,
+            handles,
+        })
+    }
+
+    /// True once any engine thread has ended (normally only after shutdown).
+    pub fn any_finished(&self) -> bool {
+        self.handles.iter().any(|(_, h)| h.is_finished())
+    }
+
+    /// Stops every engine (committing open work) and reports the first failure.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.store(true, Ordering::Relaxed);
+        let mut first_error = None;
+        for (name, h) in self.handles {
+            match h.join() {
+                Ok(Ok(())) => tracing::info!(application_id = %name, "engine stopped"),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert_with(|| anyhow::anyhow!("{name}: {e}"));
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| anyhow::anyhow!("{name}: thread panicked"));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The exactly-once commit as an explicit state machine.
+//!
+//! ```text
+//!            first record                 interval / size reached
+//!   Idle ───────────────────▶ Open ────────────────────────────────▶ Committing
+//!    ▲     begin_transaction    │  send offsets + commit_transaction      │
+//!    │                          │ abortable error                         │ ok
+//!    │                          ▼                                         ▼
+//!    └──────────── Aborting (abort_transaction, drop staged writes,   stores flush
+//!                   rewind consumer to the committed offsets)        (data + checkpoint
+//!                                                                     in one WriteBatch)
+//! ```
+//! A fatal or fencing error ends the thread: a newer instance owns the work.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::runtime::{EngineError, TaskManager};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxnState {
+    Idle,
+    Open { since: Instant, records: usize },
+}
+
+impl TaskManager {
+    /// Starts a transaction if none is open.
+    pub(crate) fn ensure_open(&mut self) -> Result<(), EngineError> {
+        if self.txn == TxnState::Idle {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| classify("begin", e))?;
+            self.txn = TxnState::Open {
+                since: Instant::now(),
+                records: 0,
+            };
+        }
+        Ok(())
+    }
+
+    pub(crate) fn should_commit(&self) -> bool {
+        match self.txn {
+            TxnState::Idle => false,
+            TxnState::Open { since, records } => {
+                records >= self.config.max_records_per_transaction
+                    || since.elapsed() >= self.config.commit_interval
+            }
+        }
+    }
+
+    /// Commits the open transaction: input offsets, outputs and changelogs become
+    /// visible atomically; then the stores make the staged writes durable.
+    pub(crate) fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        if self.txn == TxnState::Idle {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.try_commit(consumer) {
+            Ok(()) => {
+                let (changelog, errors) = self.tracker().take();
+                if !errors.is_empty() {
+                    // commit_transaction succeeded, so every record was acknowledged;
+                    // errors here would be from before a retry. Log, don't lose them.
+                    tracing::warn!(?errors, "delivery errors reported in a committed transaction");
+                }
+                for task in self.tasks.values_mut() {
+                    for (name, store) in task.stores.iter_mut() {
+                        let topic = erp_state_stores::changelog_topic(&self.topology.application_id, name);
+                        let checkpoint = changelog.get(&(topic, task.partition)).map(|o| o + 1);
+                        store.commit(checkpoint)?;
+                    }
+                }
+                for (tp, next) in self.consumed.drain() {
+                    self.committed.insert(tp, Offset::Offset(next));
+                }
+                self.txn = TxnState::Idle;
+                let app = self.topology.application_id.as_str();
+                self.metrics.transactions_committed.with_label_values(&[app]).inc();
+                self.metrics
+                    .commit_seconds
+                    .with_label_values(&[app])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(EngineError::Abortable(reason)) => {
+                tracing::warn!(%reason, "transaction failed; aborting and rewinding");
+                self.abort(consumer)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), EngineError> {
+        let timeout = self.config.transaction_timeout;
+        if !self.consumed.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in &self.consumed {
+                offsets
+                    .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| EngineError::Kafka(e.to_string()))?;
+            }
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| EngineError::Kafka("consumer has no group metadata".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, timeout)
+                .map_err(|e| classify("send offsets", e))?;
+        }
+        self.producer
+            .commit_transaction(timeout)
+            .map_err(|e| classify("commit", e))
+    }
+
+    /// Aborts the open transaction, drops staged store writes and rewinds every
+    /// partition consumed in it to its last committed offset, so those records are
+    /// processed again.
+    pub(crate) fn abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), EngineError> {
+        if self.txn == TxnState::Idle {
+            return Ok(());
+        }
+        self.producer
+            .abort_transaction(self.config.transaction_timeout)
+            .map_err(|e| classify("abort", e))
+            .map_err(|e| match e {
+                EngineError::Abortable(r) => EngineError::Fatal(format!("abort failed: {r}")),
+                other => other,
+            })?;
+        let _ = self.tracker().take();
+        for task in self.tasks.values_mut() {
+            for store in task.stores.values_mut() {
+                store.abort();
+            }
+        }
+        let rewind: HashMap<(String, i32), i64> = self.consumed.drain().collect();
+        for (tp, _) in rewind {
+            let to = self.committed.get(&tp).copied().unwrap_or(Offset::Beginning);
+            if let Err(e) = consumer.seek(&tp.0, tp.1, to, self.config.transaction_timeout) {
+                // The partition may have been revoked meanwhile; its new owner starts
+                // from the committed offset anyway.
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "rewind failed");
+            }
+        }
+        self.txn = TxnState::Idle;
+        self.metrics
+            .transactions_aborted
+            .with_label_values(&[self.topology.application_id.as_str()])
+            .inc();
+        Ok(())
+    }
+}
+
+/// Sorts a transactional error into what the state machine does next.
+pub(crate) fn classify(step: &str, e: KafkaError) -> EngineError {
+    if let KafkaError::Transaction(ref t) = e {
+        if t.txn_requires_abort() {
+            return EngineError::Abortable(format!("{step}: {e}"));
+        }
+        if t.is_fatal() {
+            return EngineError::Fatal(format!("{step}: {e}"));
+        }
+        if t.is_retriable() {
+            return EngineError::Abortable(format!("{step} (retriable): {e}"));
+        }
+    }
+    EngineError::Fatal(format!("{step}: {e}"))
+}

@@ -1,0 +1,28 @@
+//! The stream-processing engine, in Kafka Streams' vocabulary.
+//!
+//! One [`StreamThread`] per processor (bounded context) and process: one consumer
+//! (read_committed, group = application id), one transactional producer (EOS v2: the
+//! consumer group metadata fences zombies), a [`task::StreamTask`] per input partition
+//! holding the partition's stores. Each commit is one Kafka transaction carrying the
+//! output records, the changelog records and the input offsets; after Kafka commits,
+//! the stores flush their staged writes with the changelog checkpoint in one RocksDB
+//! batch (see [`commit`]).
+
+mod admin;
+mod collector;
+mod commit;
+mod config;
+mod dlq;
+mod metrics;
+mod processor;
+mod restore;
+mod runtime;
+mod task;
+
+pub use admin::{TopicSpec, ensure_topics};
+pub use config::EngineConfig;
+pub use metrics::EngineMetrics;
+pub use processor::{
+    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,
+};
+pub use runtime::{EngineError, StreamThread};

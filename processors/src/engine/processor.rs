@@ -1,0 +1,122 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use erp_state_stores::{KeyValueStore, StoreError};
+
+/// A header as it travels on Kafka.
+pub type Header = (String, Vec<u8>);
+
+/// One consumed record, borrowed from the consumer.
+#[derive(Debug)]
+pub struct InputRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Record timestamp (ms). Domain time comes from here, never from the wall clock.
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<Header>,
+}
+
+/// One record to produce inside the current transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub timestamp: i64,
+    pub headers: Vec<Header>,
+}
+
+/// Why a record could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The record itself is bad (undecodable, wrong schema): dead-letter it, go on.
+    #[error("poison record ({class}): {reason}")]
+    Poison { class: &'static str, reason: String },
+    /// Something outside may heal (registry down): abort, rewind, retry later.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A defect (e.g. our own record does not fit our schema): stop this thread.
+    #[error("fatal: {0}")]
+    Fatal(String),
+    /// The local state is broken: stop this thread.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The stores and output buffer a processor works with while handling one record.
+pub struct ProcessorContext<'a> {
+    pub partition: i32,
+    pub(crate) stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
+    pub(crate) outputs: &'a mut Vec<OutputRecord>,
+}
+
+impl<'a> ProcessorContext<'a> {
+    pub fn new(
+        partition: i32,
+        stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
+        outputs: &'a mut Vec<OutputRecord>,
+    ) -> Self {
+        Self {
+            partition,
+            stores,
+            outputs,
+        }
+    }
+
+    /// The task's store called `name`. Panics on a name the topology did not declare:
+    /// that is a programming error, caught by the first test that touches it.
+    pub fn store(&mut self, name: &str) -> &mut dyn KeyValueStore {
+        self.stores
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("store {name} is not declared by the topology"))
+            .as_mut()
+    }
+
+    /// Queues `record` for the current transaction.
+    pub fn forward(&mut self, record: OutputRecord) {
+        self.outputs.push(record);
+    }
+}
+
+/// A processor: a thin adapter from records to a bounded context's decider.
+pub trait Processor: Send {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError>;
+}
+
+/// Builds the processor of one task (partition).
+pub type ProcessorFactory = Arc<dyn Fn(i32) -> Box<dyn Processor> + Send + Sync>;
+
+/// What one application reads, writes and keeps.
+#[derive(Clone)]
+pub struct Topology {
+    /// Stable name: consumer group, transactional ids, state and changelog names derive
+    /// from it. Renaming it starts from empty state.
+    pub application_id: String,
+    /// Co-partitioned input topics; task `p` reads partition `p` of each.
+    pub source_topics: Vec<String>,
+    /// Topics the processor writes (created at start-up if missing).
+    pub sink_topics: Vec<String>,
+    /// Store names; each gets `<application_id>-<store>-changelog`.
+    pub stores: Vec<String>,
+    pub processor: ProcessorFactory,
+}
+
+impl Topology {
+    pub fn dlq_topic(&self) -> String {
+        format!("{}-dlq", self.application_id)
+    }
+
+    pub fn changelog_topics(&self) -> Vec<String> {
+        self.stores
+            .iter()
+            .map(|s| erp_state_stores::changelog_topic(&self.application_id, s))
+            .collect()
+    }
+}

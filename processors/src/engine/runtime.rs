@@ -1,0 +1,436 @@
+//! The stream thread: poll, process, commit — named steps in one loop — with
+//! rebalance callbacks that commit before partitions leave and restore before they
+//! are processed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::Producer;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use erp_state_stores::{
+    ChangeLoggingStore, KeyValueStore, MeteredStore, Readiness, RocksDbBackend, RocksDbOptions,
+    StoreBackend, StoreMetrics, StoreRegistry, TransactionalStore,
+};
+
+use super::collector::{DeliveryTracker, RecordCollector, TxProducer};
+use super::commit::TxnState;
+use super::config::EngineConfig;
+use super::dlq::dead_letter;
+use super::metrics::EngineMetrics;
+use super::processor::{InputRecord, OutputRecord, ProcessError, ProcessorContext, Topology};
+use super::restore::{RestoreTarget, restore};
+use super::task::StreamTask;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The transaction must be aborted; the thread goes on.
+    #[error("abortable transaction error: {0}")]
+    Abortable(String),
+    /// Fenced or fatal: a newer producer owns this work, or the client is broken.
+    #[error("fatal transaction error: {0}")]
+    Fatal(String),
+    #[error(transparent)]
+    Store(#[from] erp_state_stores::StoreError),
+}
+
+/// Everything that lives for as long as the thread owns its partitions. Shared between
+/// the loop and the rebalance callbacks (which run inside `poll`, on the same thread).
+pub(crate) struct TaskManager {
+    pub(crate) config: EngineConfig,
+    pub(crate) topology: Topology,
+    pub(crate) producer: Arc<TxProducer>,
+    collector: RecordCollector,
+    pub(crate) tasks: BTreeMap<i32, StreamTask>,
+    pub(crate) txn: TxnState,
+    /// Next offset to read per input partition, for records in the open transaction.
+    pub(crate) consumed: HashMap<(String, i32), i64>,
+    /// Last committed position per input partition: where an abort rewinds to.
+    pub(crate) committed: HashMap<(String, i32), Offset>,
+    pub(crate) metrics: EngineMetrics,
+    store_metrics: StoreMetrics,
+    registry: StoreRegistry,
+    readiness: Readiness,
+    /// A failure inside a rebalance callback, surfaced by the loop.
+    failed: Option<EngineError>,
+}
+
+impl TaskManager {
+    pub(crate) fn tracker(&self) -> &DeliveryTracker {
+        self.producer.context()
+    }
+
+    fn component(&self) -> String {
+        self.topology.application_id.clone()
+    }
+
+    /// Handles one record inside the open transaction.
+    fn process<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(), EngineError> {
+        let partition = msg.partition();
+        if !self.tasks.contains_key(&partition) {
+            // Not ours (any more): a revoked partition's buffered record.
+            return Ok(());
+        }
+        self.ensure_open()?;
+        let headers = msg
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let record = InputRecord {
+            topic: msg.topic(),
+            partition,
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis().unwrap_or(0),
+            key: msg.key(),
+            value: msg.payload(),
+            headers,
+        };
+        let started = Instant::now();
+        let mut outputs: Vec<OutputRecord> = Vec::new();
+        let task = self.tasks.get_mut(&partition).expect("checked above");
+        let result = {
+            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            task.processor.process(&mut ctx, &record)
+        };
+        let app = self.topology.application_id.clone();
+        match result {
+            Ok(()) => {}
+            Err(ProcessError::Poison { class, reason }) => {
+                tracing::warn!(topic = record.topic, partition, offset = record.offset, class, %reason,
+                    "poison record sent to the dead-letter topic");
+                // Whatever the processor staged for this record stays out of the DLQ path.
+                outputs.clear();
+                outputs.push(dead_letter(&self.topology.dlq_topic(), &app, &record, class, &reason));
+                self.metrics.records_dead_lettered.with_label_values(&[&app, class]).inc();
+            }
+            Err(ProcessError::Transient(reason)) => {
+                tracing::warn!(%reason, "transient failure; aborting and retrying after a pause");
+                self.abort(consumer)?;
+                std::thread::sleep(Duration::from_millis(500));
+                return Ok(());
+            }
+            Err(ProcessError::Store(e)) => return Err(e.into()),
+            Err(ProcessError::Fatal(reason)) => return Err(EngineError::Fatal(reason)),
+        }
+        for out in &outputs {
+            self.collector
+                .send(&out.topic, None, &out.key, Some(&out.value), &out.headers, Some(out.timestamp))
+                .map_err(EngineError::Abortable)?;
+        }
+        self.consumed
+            .insert((record.topic.to_string(), partition), record.offset + 1);
+        if let TxnState::Open { records, .. } = &mut self.txn {
+            *records += 1;
+        }
+        self.metrics
+            .records_processed
+            .with_label_values(&[&app, record.topic])
+            .inc();
+        self.metrics.process_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Partitions arrive: open their stores, restore them, then let records flow.
+    fn on_assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), EngineError> {
+        self.readiness.set(&self.component(), false);
+        let mut new_partitions: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        new_partitions.sort();
+        new_partitions.dedup();
+        let app = self.topology.application_id.clone();
+        let mut targets = Vec::new();
+        let mut backends: BTreeMap<(i32, String), Arc<dyn StoreBackend>> = BTreeMap::new();
+        for &p in &new_partitions {
+            for store in &self.topology.stores {
+                let path = self
+                    .config
+                    .state_dir
+                    .join(&app)
+                    .join(format!("{p}"))
+                    .join(store);
+                let backend: Arc<dyn StoreBackend> =
+                    Arc::new(RocksDbBackend::open(store, &path, &RocksDbOptions::default())?);
+                targets.push(RestoreTarget {
+                    store: store.clone(),
+                    topic: erp_state_stores::changelog_topic(&app, store),
+                    partition: p,
+                    backend: backend.clone(),
+                });
+                backends.insert((p, store.clone()), backend);
+            }
+        }
+        let started = Instant::now();
+        let restored = restore(&self.config.bootstrap_servers, &targets)?;
+        for (store, n) in &restored {
+            self.metrics.records_restored.with_label_values(&[&app, store]).inc_by(*n);
+        }
+        if !new_partitions.is_empty() {
+            tracing::info!(application_id = %app, partitions = ?new_partitions, ?restored,
+                elapsed_ms = started.elapsed().as_millis() as u64, "tasks restored");
+        }
+        for &p in &new_partitions {
+            let mut stores: BTreeMap<String, Box<dyn KeyValueStore>> = BTreeMap::new();
+            for store in &self.topology.stores {
+                let backend = backends.remove(&(p, store.clone())).expect("opened above");
+                self.registry.register(store, p, backend.clone());
+                let layered: Box<dyn KeyValueStore> = Box::new(MeteredStore::new(
+                    Box::new(ChangeLoggingStore::new(
+                        Box::new(TransactionalStore::new(backend)),
+                        erp_state_stores::changelog_topic(&app, store),
+                        p,
+                        Arc::new(self.collector.clone()),
+                    )),
+                    self.store_metrics.clone(),
+                ));
+                stores.insert(store.clone(), layered);
+            }
+            let processor = (self.topology.processor)(p);
+            self.tasks.insert(
+                p,
+                StreamTask {
+                    partition: p,
+                    stores,
+                    processor,
+                },
+            );
+        }
+        // Where an abort rewinds to: the group's committed offsets.
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(30))
+            .map_err(|e| EngineError::Kafka(format!("committed offsets: {e}")))?;
+        for e in committed.elements() {
+            let at = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            self.committed.insert((e.topic().to_string(), e.partition()), at);
+        }
+        self.metrics
+            .assigned_tasks
+            .with_label_values(&[&app])
+            .set(self.tasks.len() as i64);
+        self.readiness.set(&self.component(), true);
+        Ok(())
+    }
+
+    /// Partitions leave: finish the open transaction first, then close their tasks.
+    fn on_revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), EngineError> {
+        if let Err(e) = self.commit(consumer) {
+            tracing::warn!(error = %e, "commit on revoke failed; aborting");
+            self.abort(consumer)?;
+        }
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in revoked {
+            if let Some(task) = self.tasks.remove(&p) {
+                for store in task.stores.keys() {
+                    self.registry.unregister(store, p);
+                }
+            }
+        }
+        for e in tpl.elements() {
+            self.committed.remove(&(e.topic().to_string(), e.partition()));
+        }
+        self.metrics
+            .assigned_tasks
+            .with_label_values(&[&self.topology.application_id])
+            .set(self.tasks.len() as i64);
+        Ok(())
+    }
+}
+
+/// Consumer context whose rebalance callbacks drive the task manager.
+pub(crate) struct EngineContext {
+    tasks: Arc<Mutex<TaskManager>>,
+}
+
+impl ClientContext for EngineContext {}
+
+impl ConsumerContext for EngineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut tm = self.tasks.lock().expect("task manager poisoned");
+            if let Err(e) = tm.on_revoke(consumer, tpl) {
+                tracing::error!(error = %e, "revoke failed");
+                tm.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut tm = self.tasks.lock().expect("task manager poisoned");
+                if let Err(e) = tm.on_assign(consumer, tpl) {
+                    tracing::error!(error = %e, "assignment failed");
+                    tm.failed.get_or_insert(e);
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// One processor's engine thread.
+pub struct StreamThread {
+    pub config: EngineConfig,
+    pub topology: Topology,
+    pub registry: StoreRegistry,
+    pub readiness: Readiness,
+    pub metrics: EngineMetrics,
+    pub store_metrics: StoreMetrics,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl StreamThread {
+    /// Runs the thread until `shutdown` is set or a fatal error occurs.
+    pub fn spawn(self) -> JoinHandle<Result<(), EngineError>> {
+        let name = format!("stream-{}", self.topology.application_id);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let app = self.topology.application_id.clone();
+                let out = self.run();
+                if let Err(e) = &out {
+                    tracing::error!(application_id = %app, error = %e, "stream thread stopped");
+                }
+                out
+            })
+            .expect("spawn stream thread")
+    }
+
+    fn run(self) -> Result<(), EngineError> {
+        let app = self.topology.application_id.clone();
+        self.readiness.set(&app, false);
+        let producer: TxProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("transactional.id", format!("{app}-{}", self.config.instance_id))
+            .set("enable.idempotence", "true")
+            .set(
+                "transaction.timeout.ms",
+                self.config.transaction_timeout.as_millis().to_string(),
+            )
+            // Same key → same partition as Java clients (Kafka's murmur2 partitioner).
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| EngineError::Kafka(format!("producer: {e}")))?;
+        // Fences (and aborts the open transaction of) a previous incarnation.
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+        let producer = Arc::new(producer);
+        let tm = Arc::new(Mutex::new(TaskManager {
+            config: self.config.clone(),
+            topology: self.topology.clone(),
+            collector: RecordCollector::new(producer.clone()),
+            producer,
+            tasks: BTreeMap::new(),
+            txn: TxnState::Idle,
+            consumed: HashMap::new(),
+            committed: HashMap::new(),
+            metrics: self.metrics.clone(),
+            store_metrics: self.store_metrics.clone(),
+            registry: self.registry.clone(),
+            readiness: self.readiness.clone(),
+            failed: None,
+        }));
+        let consumer: BaseConsumer<EngineContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.bootstrap_servers)
+            .set("group.id", &app)
+            .set("client.id", format!("{app}-{}", self.config.instance_id))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", "1000")
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(EngineContext { tasks: tm.clone() })
+            .map_err(|e| EngineError::Kafka(format!("consumer: {e}")))?;
+        let topics: Vec<&str> = self.topology.source_topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| EngineError::Kafka(format!("subscribe: {e}")))?;
+        tracing::info!(application_id = %app, topics = ?topics, "stream thread started");
+
+        let result = self.run_loop(&consumer, &tm);
+        // Leave cleanly: commit what is open, then let the consumer close (which
+        // revokes, and so closes, the tasks).
+        {
+            let mut guard = tm.lock().expect("task manager poisoned");
+            if result.is_ok() {
+                if let Err(e) = guard.commit(&consumer) {
+                    tracing::warn!(error = %e, "final commit failed");
+                }
+            }
+        }
+        consumer.unsubscribe();
+        drop(consumer);
+        self.readiness.set(&app, false);
+        result
+    }
+
+    fn run_loop(
+        &self,
+        consumer: &BaseConsumer<EngineContext>,
+        tm: &Arc<Mutex<TaskManager>>,
+    ) -> Result<(), EngineError> {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            // Callbacks (rebalances) run inside poll and take the lock themselves.
+            let polled = consumer.poll(Duration::from_millis(20));
+            let mut guard = tm.lock().expect("task manager poisoned");
+            if let Some(e) = guard.failed.take() {
+                return Err(e);
+            }
+            match polled {
+                Some(Ok(msg)) => match guard.process(consumer, &msg) {
+                    Ok(()) => {}
+                    Err(EngineError::Abortable(reason)) => {
+                        tracing::warn!(%reason, "aborting transaction");
+                        guard.abort(consumer)?;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            guard.producer.poll(Duration::ZERO);
+            if guard.should_commit() {
+                guard.commit(consumer)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! Bounded contexts (pure `decide`/`evolve` domains), their processors, and the
+//! exactly-once stream engine they run on.
+
+mod adapter;
+pub mod app;
+pub mod config;
+pub mod engine;
+pub mod inventory;
+pub mod order;
+pub mod values;
+
+pub use adapter::PROCESSED_STORE;

@@ -1,0 +1,69 @@
+//! Topic names. Every name takes an optional prefix so tests and parallel demos can share
+//! one broker without seeing each other's records.
+
+use crate::SchemaKind;
+
+/// The topics of the order/inventory saga, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    fn name(&self, base: &str) -> String {
+        format!("{}{}", self.prefix, base)
+    }
+
+    /// Order commands, keyed by order id.
+    pub fn order_commands(&self) -> String {
+        self.name("order-commands")
+    }
+    /// Order events, keyed by order id.
+    pub fn order_events(&self) -> String {
+        self.name("order-events")
+    }
+    /// Saga replies to the order processor (inventory events re-keyed by order id).
+    pub fn order_replies(&self) -> String {
+        self.name("order-replies")
+    }
+    /// Inventory commands, keyed by SKU.
+    pub fn inventory_commands(&self) -> String {
+        self.name("inventory-commands")
+    }
+    /// Inventory events, keyed by SKU.
+    pub fn inventory_events(&self) -> String {
+        self.name("inventory-events")
+    }
+
+    /// Application id of a context's processor; consumer group, transactional ids,
+    /// changelog and DLQ names derive from it.
+    pub fn application_id(&self, context: &str) -> String {
+        self.name(&format!("erp-{context}"))
+    }
+
+    /// Every value subject this project owns and the schema it holds.
+    pub fn subjects(&self) -> Vec<(String, SchemaKind)> {
+        vec![
+            (self.order_commands(), SchemaKind::OrderCommand),
+            (self.order_events(), SchemaKind::OrderEvent),
+            (self.order_replies(), SchemaKind::InventoryEvent),
+            (self.inventory_commands(), SchemaKind::InventoryCommand),
+            (self.inventory_events(), SchemaKind::InventoryEvent),
+        ]
+    }
+
+    /// Every data topic (not internal ones) of the saga.
+    pub fn data_topics(&self) -> Vec<String> {
+        self.subjects().into_iter().map(|(t, _)| t).collect()
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self::new("")
+    }
+}

@@ -1,0 +1,34 @@
+# Shared settings for the project's scripts (sourced, not run).
+export ERP_CACHE=${ERP_CACHE:-$HOME/.cache/erp-saga}
+# One cargo target dir outside the clone: CI and later sessions reuse the RocksDB build.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ERP_CACHE/target}
+export ERP_BOOTSTRAP_SERVERS=${ERP_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+export ERP_SCHEMA_REGISTRY_URL=${ERP_SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081/apis/ccompat/v7}
+
+# Debian packages the Rust build needs (bindgen for rocksdb wants libclang).
+ensure_build_deps() {
+  local missing=()
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if ((${#missing[@]})); then
+    echo "[setup] installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "[setup] ERROR: cargo not found (install Rust via rustup)" >&2; exit 1; }
+}
+
+# A Python venv with the third-party Kafka client used by the interoperability test.
+ensure_python_env() {
+  local venv=$ERP_CACHE/venv req=$1
+  local want; want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ "$(cat "$venv/.req" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] creating Python venv $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$req"
+    echo "$want" >"$venv/.req"
+  fi
+  echo "$venv"
+}

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Local stack: a single-node KRaft Apache Kafka broker and an Apicurio schema registry,
+# both run from Maven Central jars on the JDK (no Docker here), bound to loopback.
+#
+#   scripts/stack.sh up       install what is missing, start both, wait until ready
+#   scripts/stack.sh down     stop both (SIGTERM, wait for exit)
+#   scripts/stack.sh status   print what runs
+#   scripts/stack.sh reset    down + wipe broker data (a fresh cluster next `up`)
+#
+# Idempotent: `up` on a running stack only re-checks readiness.
+# Everything lives under $ERP_CACHE (default ~/.cache/erp-saga), outside the clone.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${ERP_CACHE:-$HOME/.cache/erp-saga}
+KAFKA_VERSION=4.4.0
+APICURIO_VERSION=3.0.9
+KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
+APICURIO_HOME=$CACHE/apicurio-$APICURIO_VERSION
+RUN=$CACHE/run
+KAFKA_PORT=${ERP_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${ERP_KAFKA_CONTROLLER_PORT:-9093}
+REGISTRY_PORT=${ERP_REGISTRY_PORT:-8081}
+BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+install_packages() {
+  local missing=()
+  need_cmd java || missing+=(openjdk-17-jre-headless)
+  need_cmd mvn || missing+=(maven)
+  need_cmd curl || missing+=(curl)
+  if ((${#missing[@]})); then
+    need_cmd apt-get || die "missing ${missing[*]} and no apt-get to install them"
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+fetch_kafka() {
+  # The marker holds the pom's hash: a changed pom re-resolves the jars.
+  local want; want=$(sha256sum "$here/stack/pom.xml" | cut -d' ' -f1)
+  if [ "$(cat "$KAFKA_LIBS/.complete" 2>/dev/null)" = "$want" ]; then return; fi
+  log "resolving Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS"; mkdir -p "$KAFKA_LIBS"
+  mvn -q -B -f "$here/stack/pom.xml" -Dkafka.version=$KAFKA_VERSION \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" \
+    || die "maven could not resolve the Kafka jars (see output above)"
+  echo "$want" >"$KAFKA_LIBS/.complete"
+}
+
+fetch_apicurio() {
+  if [ -f "$APICURIO_HOME/.complete" ]; then return; fi
+  log "resolving Apicurio Registry $APICURIO_VERSION from Maven Central into $APICURIO_HOME"
+  local dl=$CACHE/downloads
+  mkdir -p "$dl"
+  mvn -q -B dependency:copy -Dartifact=io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all \
+    -DoutputDirectory="$dl" || die "maven could not resolve apicurio-registry-app"
+  rm -rf "$APICURIO_HOME"; mkdir -p "$APICURIO_HOME"
+  tar xzf "$dl/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_HOME"
+  touch "$APICURIO_HOME/.complete"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+kafka_ready() {
+  # A real metadata request: TopicCommand lists topics through the broker.
+  timeout 30 java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+}
+
+registry_ready() {
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$REGISTRY_URL/subjects")" = "200" ]
+}
+
+write_kafka_config() {
+  mkdir -p "$RUN/kafka/data" "$RUN/kafka/logs"
+  cat >"$RUN/kafka/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$RUN/kafka/data
+num.partitions=1
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+transaction.abort.timed.out.transaction.cleanup.interval.ms=2000
+transaction.remove.expired.transaction.cleanup.interval.ms=60000
+auto.create.topics.enable=false
+delete.topic.enable=true
+log.retention.hours=-1
+EOF
+  cat >"$RUN/kafka/log4j2.xml" <<EOF
+<Configuration status="WARN">
+  <Appenders>
+    <File name="file" fileName="$RUN/kafka/logs/server.log">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </File>
+  </Appenders>
+  <Loggers>
+    <Logger name="kafka" level="INFO"/>
+    <Logger name="org.apache.kafka" level="INFO"/>
+    <Root level="WARN"><AppenderRef ref="file"/></Root>
+  </Loggers>
+</Configuration>
+EOF
+  cat >"$RUN/kafka/log4j2-tools.xml" <<EOF
+<Configuration status="OFF">
+  <Appenders><Console name="err" target="SYSTEM_ERR"><PatternLayout pattern="%p %m%n"/></Console></Appenders>
+  <Loggers><Root level="ERROR"><AppenderRef ref="err"/></Root></Loggers>
+</Configuration>
+EOF
+}
+
+start_kafka() {
+  if pid_alive "$RUN/kafka.pid"; then
+    log "kafka already running (pid $(cat "$RUN/kafka.pid"))"
+  else
+    write_kafka_config
+    if [ ! -f "$RUN/kafka/data/meta.properties" ]; then
+      local cluster_id
+      cluster_id=$(java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" kafka.tools.StorageTool random-uuid)
+      java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$RUN/kafka/server.properties" --standalone --ignore-formatted >/dev/null
+      log "formatted KRaft storage (cluster $cluster_id)"
+    fi
+    log "starting kafka $KAFKA_VERSION on $BOOTSTRAP"
+    nohup java -Xms512m -Xmx1g -XX:+UseG1GC \
+      -Dlog4j2.configurationFile="$RUN/kafka/log4j2.xml" \
+      -cp "$KAFKA_LIBS/*" kafka.Kafka "$RUN/kafka/server.properties" \
+      >"$RUN/kafka/logs/stdout.log" 2>&1 &
+    echo $! >"$RUN/kafka.pid"
+  fi
+  local deadline=$((SECONDS + 120))
+  until kafka_ready; do
+    pid_alive "$RUN/kafka.pid" || die "kafka exited during start-up; see $RUN/kafka/logs/"
+    ((SECONDS < deadline)) || die "kafka not ready after 120 s; see $RUN/kafka/logs/"
+    sleep 1
+  done
+  log "kafka ready (metadata request answered)"
+}
+
+start_registry() {
+  if pid_alive "$RUN/registry.pid"; then
+    log "registry already running (pid $(cat "$RUN/registry.pid"))"
+  else
+    mkdir -p "$RUN/registry"
+    log "starting apicurio registry $APICURIO_VERSION on 127.0.0.1:$REGISTRY_PORT (in-memory storage)"
+    (cd "$RUN/registry" && QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT=$REGISTRY_PORT \
+      APICURIO_CCOMPAT_USE_CANONICAL_HASH=true QUARKUS_LOG_LEVEL=WARN \
+      nohup java -Xms128m -Xmx512m -jar "$APICURIO_HOME/apicurio-registry-app-$APICURIO_VERSION-runner.jar" \
+      >"$RUN/registry/stdout.log" 2>&1 &
+      echo $! >"$RUN/registry.pid")
+  fi
+  local deadline=$((SECONDS + 120))
+  until registry_ready; do
+    pid_alive "$RUN/registry.pid" || die "registry exited during start-up; see $RUN/registry/stdout.log"
+    ((SECONDS < deadline)) || die "registry not ready after 120 s; see $RUN/registry/stdout.log"
+    sleep 1
+  done
+  log "registry ready (HTTP 200 from $REGISTRY_URL/subjects)"
+}
+
+stop_pid() {
+  local name=$1 file=$2
+  if pid_alive "$file"; then
+    local pid; pid=$(cat "$file")
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then log "$name ignored SIGTERM for 30 s; killing"; kill -KILL "$pid"; fi
+  fi
+  rm -f "$file"
+}
+
+case "${1:-up}" in
+  up)
+    install_packages
+    fetch_kafka
+    fetch_apicurio
+    mkdir -p "$RUN"
+    start_kafka
+    start_registry
+    echo "ERP_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+    echo "ERP_SCHEMA_REGISTRY_URL=$REGISTRY_URL"
+    ;;
+  down)
+    stop_pid registry "$RUN/registry.pid"
+    stop_pid kafka "$RUN/kafka.pid"
+    ;;
+  reset)
+    "$0" down
+    rm -rf "$RUN/kafka/data"
+    log "broker data wiped"
+    ;;
+  status)
+    pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid")) on $BOOTSTRAP" || echo "kafka: stopped"
+    pid_alive "$RUN/registry.pid" && echo "registry: running (pid $(cat "$RUN/registry.pid")) at $REGISTRY_URL" || echo "registry: stopped"
+    ;;
+  fetch)
+    install_packages; fetch_kafka; fetch_apicurio ;;
+  *) die "usage: $0 up|down|status|reset|fetch" ;;
+esac

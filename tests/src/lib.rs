@@ -1,0 +1,186 @@
+//! Harness for tests against the real local stack (`scripts/stack.sh up`): a broker,
+//! the registry, RocksDB. Each test gets its own topic prefix, so tests share one broker
+//! without seeing each other's records.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+
+use erp_connectors::CommandPublisher;
+use erp_processors::app::{Context, Engines, prepare};
+use erp_processors::config::Settings;
+use erp_schemas::topics::Topics;
+use erp_schemas::{AvroSerde, SchemaKind};
+
+pub fn bootstrap() -> String {
+    std::env::var("ERP_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn registry_url() -> String {
+    std::env::var("ERP_SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
+}
+
+/// Fails loudly when the stack is not up: these tests never pass without it.
+pub fn require_stack() {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("client");
+    if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!("Kafka is not reachable at {} ({e}); start it with scripts/stack.sh up", bootstrap());
+    }
+    let url = format!("{}/subjects", registry_url());
+    match reqwest::blocking::get(&url) {
+        Ok(r) if r.status().is_success() => {}
+        other => panic!("schema registry is not reachable at {url} ({other:?}); start it with scripts/stack.sh up"),
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Read<T> {
+    pub key: String,
+    pub value: T,
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: HashMap<String, String>,
+}
+
+pub struct TestApp {
+    pub topics: Topics,
+    pub settings: Settings,
+    pub serde: Arc<AvroSerde>,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn new(name: &str) -> Self {
+        require_stack();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let prefix = format!("t-{name}-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            bootstrap_servers: bootstrap(),
+            schema_registry_url: registry_url(),
+            state_dir: state_dir.path().to_path_buf(),
+            partitions: 3,
+            topic_prefix: prefix.clone(),
+            ..Settings::default()
+        };
+        let app = Self {
+            topics: Topics::new(prefix),
+            serde: Arc::new(AvroSerde::new(&settings.schema_registry_url)),
+            settings,
+            state_dir,
+        };
+        let topologies: Vec<_> = Context::ALL.iter().map(|c| c.topology(&app.topics, app.serde.clone())).collect();
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(prepare(&app.settings, &app.topics, &topologies, app.serde.clone()))
+            .expect("topics and schemas");
+        app
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.state_dir.path().to_path_buf()
+    }
+
+    /// Starts the order and inventory engines in this process.
+    pub fn start(&self) -> Engines {
+        let topologies = Context::ALL.iter().map(|c| c.topology(&self.topics, self.serde.clone())).collect();
+        let engines = Engines::start(&self.settings, topologies).expect("engines");
+        let readiness = engines.state.readiness.clone();
+        eventually(Duration::from_secs(60), "engines ready", || readiness.is_ready().then_some(()));
+        engines
+    }
+
+    pub fn publisher(&self) -> CommandPublisher {
+        CommandPublisher::new(&self.settings.bootstrap_servers, self.serde.clone(), self.topics.clone()).expect("publisher")
+    }
+
+    /// Every committed record of `topic` (read_committed, from the beginning to the end).
+    pub fn read_raw(&self, topic: &str) -> Vec<Read<Vec<u8>>> {
+        read_committed(topic)
+    }
+
+    /// Every committed record of `topic`, decoded as `kind`.
+    pub fn read<T: DeserializeOwned>(&self, topic: &str, kind: SchemaKind) -> Vec<Read<T>> {
+        read_committed(topic)
+            .into_iter()
+            .map(|r| Read {
+                value: self.serde.decode(kind, &r.value).unwrap_or_else(|e| panic!("{topic}@{}: {e}", r.offset)),
+                key: r.key,
+                partition: r.partition,
+                offset: r.offset,
+                headers: r.headers,
+            })
+            .collect()
+    }
+}
+
+pub fn read_committed(topic: &str) -> Vec<Read<Vec<u8>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", "erp-tests-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = std::collections::HashSet::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+        pending.insert(p.id());
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} did not reach its end");
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => out.push(Read {
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                value: m.payload().unwrap_or_default().to_vec(),
+                partition: m.partition(),
+                offset: m.offset(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+    out
+}
