@@ -113,11 +113,6 @@ impl Engines {
         })
     }
 
-    /// True once any engine thread has ended (normally only after shutdown).
-    pub fn any_finished(&self) -> bool {
-        self.handles.iter().any(|(_, h)| h.is_finished())
-    }
-
     /// Stops every engine (committing open work) and reports the first failure.
     pub fn stop(self) -> anyhow::Result<()> {
         self.shutdown.store(true, Ordering::Relaxed);

@@ -109,7 +109,7 @@ mod tests {
             assert_eq!(Settings::load(Some(Path::new("erp.toml"))).unwrap().partitions, 2);
             jail.set_env("ERP_PARTITIONS", "zero");
             let err = Settings::load(None).unwrap_err().to_string();
-            assert!(err.contains("partitions"), "{err}");
+            assert!(err.contains("PARTITIONS") && err.contains("ERP_"), "{err}");
             jail.set_env("ERP_PARTITIONS", "0");
             assert!(Settings::load(None).unwrap_err().to_string().contains("1..=1024"));
             assert!(matches!(Settings::load(Some(Path::new("nope.toml"))), Err(ConfigError::MissingFile(_))));

@@ -106,11 +106,12 @@ fn serve(settings: &Settings, topics: &Topics, serde: Arc<AvroSerde>, contexts: 
         tracing::info!(%addr, "query API listening");
         // A stream thread that dies (fenced, broken state) takes the process down:
         // crash-only, a restart recovers from the committed log.
-        let watcher = async {
-            while !engines.any_finished() {
+        let stopping = engines.shutdown.clone();
+        let watcher = async move {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tracing::error!("a stream thread ended; shutting down");
+            tracing::error!("a stream thread stopped; shutting down");
         };
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {

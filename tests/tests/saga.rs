@@ -277,7 +277,7 @@ fn restart_restores_state_from_changelogs_without_duplicate_events() {
         .gather()
         .iter()
         .filter(|f| f.name() == "erp_records_restored_total")
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().value() as u64).collect::<Vec<_>>())
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).collect::<Vec<_>>())
         .sum();
     assert_eq!(restored, 0, "a clean shutdown leaves nothing to restore");
     engines.stop().unwrap();

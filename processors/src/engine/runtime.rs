@@ -102,6 +102,10 @@ impl TaskManager {
             value: msg.payload(),
             headers,
         };
+        // Until it is done, this record's own offset is the partition's next offset: an
+        // abort from here on rewinds to (at most) it, so it is never skipped.
+        let tp = (record.topic.to_string(), partition);
+        self.consumed.insert(tp.clone(), record.offset);
         let started = Instant::now();
         let mut outputs: Vec<OutputRecord> = Vec::new();
         let task = self.tasks.get_mut(&partition).expect("checked above");
@@ -134,8 +138,7 @@ impl TaskManager {
                 .send(&out.topic, None, &out.key, Some(&out.value), &out.headers, Some(out.timestamp))
                 .map_err(EngineError::Abortable)?;
         }
-        self.consumed
-            .insert((record.topic.to_string(), partition), record.offset + 1);
+        self.consumed.insert(tp, record.offset + 1);
         if let TxnState::Open { records, .. } = &mut self.txn {
             *records += 1;
         }
@@ -319,9 +322,12 @@ impl StreamThread {
             .name(name)
             .spawn(move || {
                 let app = self.topology.application_id.clone();
+                let shutdown = self.shutdown.clone();
                 let out = self.run();
                 if let Err(e) = &out {
                     tracing::error!(application_id = %app, error = %e, "stream thread stopped");
+                    // Crash-only: one dead thread stops the process's other engines too.
+                    shutdown.store(true, Ordering::Relaxed);
                 }
                 out
             })
