@@ -46,7 +46,11 @@ pub struct CommandPublisher {
 }
 
 impl CommandPublisher {
-    pub fn new(bootstrap: &str, serde: Arc<AvroSerde>, topics: Topics) -> Result<Self, PublishError> {
+    pub fn new(
+        bootstrap: &str,
+        serde: Arc<AvroSerde>,
+        topics: Topics,
+    ) -> Result<Self, PublishError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
@@ -55,7 +59,11 @@ impl CommandPublisher {
             .set("partitioner", "murmur2_random")
             .create_with_context(Acks::default())
             .map_err(|e| PublishError::Kafka(e.to_string()))?;
-        Ok(Self { producer, serde, topics })
+        Ok(Self {
+            producer,
+            serde,
+            topics,
+        })
     }
 
     pub fn topics(&self) -> &Topics {
@@ -65,23 +73,54 @@ impl CommandPublisher {
     pub fn order(&self, cmd: &wire::OrderCommand) -> Result<(), PublishError> {
         let topic = self.topics.order_commands();
         let value = self.serde.encode(&topic, SchemaKind::OrderCommand, cmd)?;
-        let corr = cmd.correlation_id.clone().unwrap_or_else(|| cmd.command_id.clone());
-        self.send_raw(&topic, cmd.order_id.as_bytes(), &value, cmd.issued_at, &[("correlation_id", &corr), ("command_id", &cmd.command_id)])
+        let corr = cmd
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| cmd.command_id.clone());
+        self.send_raw(
+            &topic,
+            cmd.order_id.as_bytes(),
+            &value,
+            cmd.issued_at,
+            &[("correlation_id", &corr), ("command_id", &cmd.command_id)],
+        )
     }
 
     pub fn inventory(&self, cmd: &wire::InventoryCommand) -> Result<(), PublishError> {
         let topic = self.topics.inventory_commands();
-        let value = self.serde.encode(&topic, SchemaKind::InventoryCommand, cmd)?;
-        self.send_raw(&topic, cmd.sku.as_bytes(), &value, cmd.issued_at, &[("command_id", &cmd.command_id)])
+        let value = self
+            .serde
+            .encode(&topic, SchemaKind::InventoryCommand, cmd)?;
+        self.send_raw(
+            &topic,
+            cmd.sku.as_bytes(),
+            &value,
+            cmd.issued_at,
+            &[("command_id", &cmd.command_id)],
+        )
     }
 
     /// Sends arbitrary bytes (tests use it for poison records).
-    pub fn send_raw(&self, topic: &str, key: &[u8], value: &[u8], timestamp: i64, headers: &[(&str, &str)]) -> Result<(), PublishError> {
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+        headers: &[(&str, &str)],
+    ) -> Result<(), PublishError> {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
-            h = h.insert(Header { key: k, value: Some(v.as_bytes()) });
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
-        let mut record = BaseRecord::to(topic).key(key).payload(value).timestamp(timestamp).headers(h);
+        let mut record = BaseRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .timestamp(timestamp)
+            .headers(h);
         loop {
             match self.producer.send(record) {
                 Ok(()) => {

@@ -31,7 +31,14 @@ impl Rng {
         u[6] = (u[6] & 0x0f) | 0x40;
         u[8] = (u[8] & 0x3f) | 0x80;
         let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -109,7 +116,11 @@ mod tests {
         assert_eq!(a, b);
         let lines = &a.place_order.unwrap().lines;
         assert!((1..=3).contains(&lines.len()));
-        assert!(lines.iter().all(|l| l.quantity >= 1 && l.sku.starts_with("SKU-")));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.quantity >= 1 && l.sku.starts_with("SKU-"))
+        );
     }
 
     #[test]

@@ -80,7 +80,11 @@ pub(crate) fn save<T: Serialize>(
 }
 
 /// True if `id` was applied before; otherwise records it (in the same transaction).
-pub(crate) fn seen_before(ctx: &mut ProcessorContext<'_>, id: &str, at: i64) -> Result<bool, ProcessError> {
+pub(crate) fn seen_before(
+    ctx: &mut ProcessorContext<'_>,
+    id: &str,
+    at: i64,
+) -> Result<bool, ProcessError> {
     let store = ctx.store(PROCESSED_STORE);
     if store.get(id.as_bytes())?.is_some() {
         return Ok(true);
@@ -98,7 +102,13 @@ pub(crate) fn headers(correlation_id: &str, causation_id: &str) -> Vec<Header> {
     ]
 }
 
-pub(crate) fn output(topic: String, key: &str, value: Vec<u8>, timestamp: i64, headers: Vec<Header>) -> OutputRecord {
+pub(crate) fn output(
+    topic: String,
+    key: &str,
+    value: Vec<u8>,
+    timestamp: i64,
+    headers: Vec<Header>,
+) -> OutputRecord {
     OutputRecord {
         topic,
         key: key.as_bytes().to_vec(),

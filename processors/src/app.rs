@@ -11,7 +11,9 @@ use erp_schemas::topics::Topics;
 use erp_state_stores::{Readiness, StoreMetrics, StoreRegistry};
 
 use crate::config::Settings;
-use crate::engine::{EngineConfig, EngineError, EngineMetrics, StreamThread, TopicSpec, Topology, ensure_topics};
+use crate::engine::{
+    EngineConfig, EngineError, EngineMetrics, StreamThread, TopicSpec, Topology, ensure_topics,
+};
 use crate::{inventory, order};
 
 /// The bounded contexts this binary can run.
@@ -53,7 +55,12 @@ pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
 }
 
 /// Creates topics and registers every schema. Blocking HTTP runs off the async workers.
-pub async fn prepare(settings: &Settings, topics: &Topics, topologies: &[Topology], serde: Arc<AvroSerde>) -> anyhow::Result<()> {
+pub async fn prepare(
+    settings: &Settings,
+    topics: &Topics,
+    topologies: &[Topology],
+    serde: Arc<AvroSerde>,
+) -> anyhow::Result<()> {
     let mut specs = topic_specs(topologies, settings.partitions);
     for name in topics.data_topics() {
         if !specs.iter().any(|s| s.name == name) {
@@ -87,7 +94,11 @@ impl Engines {
         let registry = StoreRegistry::new();
         let readiness = Readiness::new();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut config = EngineConfig::new(&settings.bootstrap_servers, &settings.instance_id, settings.state_dir.clone());
+        let mut config = EngineConfig::new(
+            &settings.bootstrap_servers,
+            &settings.instance_id,
+            settings.state_dir.clone(),
+        );
         config.partitions = settings.partitions;
         config.commit_interval = Duration::from_millis(settings.commit_interval_ms);
         let mut handles = Vec::new();
@@ -107,7 +118,11 @@ impl Engines {
             handles.push((name, thread.spawn()));
         }
         Ok(Self {
-            state: AppState { stores: registry, readiness, metrics },
+            state: AppState {
+                stores: registry,
+                readiness,
+                metrics,
+            },
             shutdown,
             handles,
         })

@@ -30,6 +30,18 @@ pub struct Settings {
     pub log_format: String,
 }
 
+const FIELDS: [&str; 9] = [
+    "bootstrap_servers",
+    "schema_registry_url",
+    "state_dir",
+    "http_addr",
+    "partitions",
+    "commit_interval_ms",
+    "instance_id",
+    "topic_prefix",
+    "log_format",
+];
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -64,7 +76,9 @@ impl Settings {
             fig = fig.merge(Toml::file(f));
         }
         let s: Settings = fig
-            .merge(Env::prefixed("ERP_").ignore(&["config"]))
+            // Only our own keys: other ERP_* variables (the scripts' ERP_CACHE, …) are not
+            // settings. Unknown keys in the file are still refused.
+            .merge(Env::prefixed("ERP_").only(&FIELDS))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         s.validate()?;
@@ -74,22 +88,44 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !(1..=1024).contains(&self.partitions) {
-            return bad(format!("partitions must be 1..=1024, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be 1..=1024, got {}",
+                self.partitions
+            ));
         }
         if !(1..=60_000).contains(&self.commit_interval_ms) {
-            return bad(format!("commit_interval_ms must be 1..=60000, got {}", self.commit_interval_ms));
+            return bad(format!(
+                "commit_interval_ms must be 1..=60000, got {}",
+                self.commit_interval_ms
+            ));
         }
-        if !self.schema_registry_url.starts_with("http://") && !self.schema_registry_url.starts_with("https://") {
-            return bad(format!("schema_registry_url must be an http(s) URL, got {:?}", self.schema_registry_url));
+        if !self.schema_registry_url.starts_with("http://")
+            && !self.schema_registry_url.starts_with("https://")
+        {
+            return bad(format!(
+                "schema_registry_url must be an http(s) URL, got {:?}",
+                self.schema_registry_url
+            ));
         }
         if self.bootstrap_servers.trim().is_empty() {
             return bad("bootstrap_servers must not be empty".into());
         }
-        if self.instance_id.is_empty() || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return bad(format!("instance_id must be [A-Za-z0-9_-]+, got {:?}", self.instance_id));
+        if self.instance_id.is_empty()
+            || !self
+                .instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(format!(
+                "instance_id must be [A-Za-z0-9_-]+, got {:?}",
+                self.instance_id
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return bad(format!("log_format must be text or json, got {:?}", self.log_format));
+            return bad(format!(
+                "log_format must be text or json, got {:?}",
+                self.log_format
+            ));
         }
         Ok(())
     }
@@ -100,19 +136,34 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn file_then_environment_override_defaults_and_errors_are_clear() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("erp.toml", "partitions = 8\nhttp_addr = \"127.0.0.1:9000\"")?;
             let s = Settings::load(Some(Path::new("erp.toml"))).unwrap();
             assert_eq!((s.partitions, s.http_addr.port()), (8, 9000));
             jail.set_env("ERP_PARTITIONS", "2");
-            assert_eq!(Settings::load(Some(Path::new("erp.toml"))).unwrap().partitions, 2);
+            jail.set_env("ERP_CACHE", "/elsewhere");
+            assert_eq!(
+                Settings::load(Some(Path::new("erp.toml")))
+                    .unwrap()
+                    .partitions,
+                2
+            );
             jail.set_env("ERP_PARTITIONS", "zero");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("PARTITIONS") && err.contains("ERP_"), "{err}");
             jail.set_env("ERP_PARTITIONS", "0");
-            assert!(Settings::load(None).unwrap_err().to_string().contains("1..=1024"));
-            assert!(matches!(Settings::load(Some(Path::new("nope.toml"))), Err(ConfigError::MissingFile(_))));
+            assert!(
+                Settings::load(None)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("1..=1024")
+            );
+            assert!(matches!(
+                Settings::load(Some(Path::new("nope.toml"))),
+                Err(ConfigError::MissingFile(_))
+            ));
             Ok(())
         });
     }

@@ -19,7 +19,11 @@ use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 
 #[derive(Parser)]
-#[command(name = "erp", version, about = "Exactly-once order-to-shipment saga on Apache Kafka")]
+#[command(
+    name = "erp",
+    version,
+    about = "Exactly-once order-to-shipment saga on Apache Kafka"
+)]
 struct Cli {
     /// TOML settings file; `ERP_*` environment variables override it.
     #[arg(long, env = "ERP_CONFIG", global = true)]
@@ -47,7 +51,7 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         orders: usize,
         /// Initial stock of each product.
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 100)]
         stock: i32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -61,9 +65,12 @@ enum Command {
 }
 
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if settings.log_format == "json" {
         builder.json().init();
     } else {
@@ -82,27 +89,60 @@ fn main() -> anyhow::Result<()> {
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
         Command::Setup => {
             let rt = tokio::runtime::Runtime::new()?;
-            let topologies: Vec<_> = Context::ALL.iter().map(|c| c.topology(&topics, serde.clone())).collect();
+            let topologies: Vec<_> = Context::ALL
+                .iter()
+                .map(|c| c.topology(&topics, serde.clone()))
+                .collect();
             rt.block_on(prepare(&settings, &topics, &topologies, serde.clone()))?;
             println!("topics and schemas ready");
             Ok(())
         }
-        Command::DemoLoad { products, orders, stock, seed, timeout_secs, query_url } => {
-            demo_load(&settings, topics, serde, products, orders, stock, seed, Duration::from_secs(timeout_secs), &query_url)
-        }
+        Command::DemoLoad {
+            products,
+            orders,
+            stock,
+            seed,
+            timeout_secs,
+            query_url,
+        } => demo_load(
+            &settings,
+            topics,
+            serde,
+            products,
+            orders,
+            stock,
+            seed,
+            Duration::from_secs(timeout_secs),
+            &query_url,
+        ),
     }
 }
 
-fn serve(settings: &Settings, topics: &Topics, serde: Arc<AvroSerde>, contexts: &[Context]) -> anyhow::Result<()> {
+fn serve(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    contexts: &[Context],
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    let topologies: Vec<_> = contexts.iter().map(|c| c.topology(topics, serde.clone())).collect();
+    let topologies: Vec<_> = contexts
+        .iter()
+        .map(|c| c.topology(topics, serde.clone()))
+        .collect();
     rt.block_on(prepare(settings, topics, &topologies, serde.clone()))
-        .with_context(|| format!("preparing topics and schemas (Kafka at {}, registry at {})", settings.bootstrap_servers, settings.schema_registry_url))?;
+        .with_context(|| {
+            format!(
+                "preparing topics and schemas (Kafka at {}, registry at {})",
+                settings.bootstrap_servers, settings.schema_registry_url
+            )
+        })?;
     let engines = Engines::start(settings, topologies)?;
     let router = erp_query_api::app(engines.state.clone());
     let addr = settings.http_addr;
     let server_result: anyhow::Result<()> = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the query API to {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the query API to {addr}"))?;
         tracing::info!(%addr, "query API listening");
         // A stream thread that dies (fenced, broken state) takes the process down:
         // crash-only, a restart recovers from the committed log.
@@ -131,7 +171,8 @@ fn serve(settings: &Settings, topics: &Topics, serde: Arc<AvroSerde>, contexts: 
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
@@ -161,7 +202,8 @@ fn demo_load(
     timeout: Duration,
     query_url: &str,
 ) -> anyhow::Result<()> {
-    let publisher = CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
+    let publisher =
+        CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
     let mut rng = sample::Rng::new(seed);
     let now = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
@@ -202,9 +244,16 @@ fn demo_load(
     while outcomes.len() < order_ids.len() {
         if Instant::now() > deadline {
             pb.abandon();
-            bail!("only {} of {} orders reached an outcome within {:?}: is `erp run` running?", outcomes.len(), order_ids.len(), timeout);
+            bail!(
+                "only {} of {} orders reached an outcome within {:?}: is `erp run` running?",
+                outcomes.len(),
+                order_ids.len(),
+                timeout
+            );
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let msg = msg?;
         let Some(bytes) = msg.payload() else { continue };
         let event: wire::OrderEvent = serde.decode(SchemaKind::OrderEvent, bytes)?;
@@ -232,19 +281,38 @@ fn demo_load(
     println!();
     println!("== demo summary ==");
     println!("products registered : {n_products} (stock {stock} each)");
-    println!("orders published    : {n_orders} in {:.2}s", published_in.as_secs_f64());
+    println!(
+        "orders published    : {n_orders} in {:.2}s",
+        published_in.as_secs_f64()
+    );
     println!("confirmed           : {}", count("confirmed"));
-    println!("cancelled           : {} (stock unavailable)", count("cancelled"));
+    println!(
+        "cancelled           : {} (stock unavailable)",
+        count("cancelled")
+    );
     println!("rejected            : {}", count("rejected"));
-    println!("all outcomes in     : {:.2}s ({:.0} orders/s end to end)", elapsed.as_secs_f64(), n_orders as f64 / elapsed.as_secs_f64());
+    println!(
+        "all outcomes in     : {:.2}s ({:.0} orders/s end to end)",
+        elapsed.as_secs_f64(),
+        n_orders as f64 / elapsed.as_secs_f64()
+    );
     println!();
     println!("stock left (from {query_url}/api/v1/inventory/<sku>):");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     for i in 0..n_products.min(10) {
         let sku = sample::sku(i);
         let url = format!("{query_url}/api/v1/inventory/{sku}");
-        match http.get(&url).send().and_then(|r| r.json::<serde_json::Value>()) {
-            Ok(p) => println!("  {sku}: on_hand {} reserved {} available {}", p["on_hand"], p["reserved"], p["available"]),
+        match http
+            .get(&url)
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+        {
+            Ok(p) => println!(
+                "  {sku}: on_hand {} reserved {} available {}",
+                p["on_hand"], p["reserved"], p["available"]
+            ),
             Err(e) => println!("  {sku}: query failed ({e})"),
         }
     }

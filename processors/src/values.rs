@@ -19,7 +19,9 @@ pub enum ValueError {
     CurrencyMismatch(Currency, Currency),
     #[error("quantity must be greater than zero, got {0}")]
     NonPositiveQuantity(i64),
-    #[error("SKU {0:?} is invalid: 3-32 characters of A-Z, 0-9 and '-', starting with a letter or digit")]
+    #[error(
+        "SKU {0:?} is invalid: 3-32 characters of A-Z, 0-9 and '-', starting with a letter or digit"
+    )]
     InvalidSku(String),
     #[error("{field} {value:?} is not a UUID")]
     InvalidId { field: &'static str, value: String },
@@ -96,14 +98,14 @@ impl Money {
         self.currency
     }
 
-    pub fn add(self, other: Money) -> Result<Money, ValueError> {
+    pub fn checked_add(self, other: Money) -> Result<Money, ValueError> {
         self.same_currency(other)?;
         Money::new(self.amount + other.amount, self.currency)
     }
 
     /// Subtraction that never goes below zero is a caller's promise; a negative
     /// result is an error, not a silent clamp.
-    pub fn sub(self, other: Money) -> Result<Money, ValueError> {
+    pub fn checked_sub(self, other: Money) -> Result<Money, ValueError> {
         self.same_currency(other)?;
         Money::new(self.amount - other.amount, self.currency)
     }
@@ -113,11 +115,14 @@ impl Money {
         Money::new(self.amount * factor, self.currency)
     }
 
+    /// Rounded to cents and always shown with two decimals ("10.00").
     pub fn round_cents(self) -> Money {
+        let mut amount = self
+            .amount
+            .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+        amount.rescale(2);
         Money {
-            amount: self
-                .amount
-                .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
+            amount,
             currency: self.currency,
         }
     }
@@ -186,7 +191,9 @@ impl fmt::Display for Sku {
 
 macro_rules! uuid_id {
     ($name:ident, $field:literal) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
         pub struct $name(uuid::Uuid);
 
         impl $name {
@@ -278,18 +285,28 @@ mod tests {
         let usd = Money::new(dec!(1), Currency::USD).unwrap();
         let eur = Money::new(dec!(1), Currency::EUR).unwrap();
         assert_eq!(
-            usd.add(eur),
+            usd.checked_add(eur),
             Err(ValueError::CurrencyMismatch(Currency::USD, Currency::EUR))
         );
-        assert!(usd.sub(Money::new(dec!(2), Currency::USD).unwrap()).is_err());
-        assert_eq!("GBP".parse::<Currency>(), Err(ValueError::UnsupportedCurrency("GBP".into())));
+        assert!(
+            usd.checked_sub(Money::new(dec!(2), Currency::USD).unwrap())
+                .is_err()
+        );
+        assert_eq!(
+            "GBP".parse::<Currency>(),
+            Err(ValueError::UnsupportedCurrency("GBP".into()))
+        );
     }
 
     #[test]
     fn rounding_is_half_away_from_zero_to_cents() {
-        let m = Money::new(dec!(0.005), Currency::USD).unwrap().round_cents();
+        let m = Money::new(dec!(0.005), Currency::USD)
+            .unwrap()
+            .round_cents();
         assert_eq!(m.amount(), dec!(0.01));
-        let m = Money::new(dec!(2.344), Currency::USD).unwrap().round_cents();
+        let m = Money::new(dec!(2.344), Currency::USD)
+            .unwrap()
+            .round_cents();
         assert_eq!(m.to_wire(), "2.34");
     }
 
@@ -306,8 +323,16 @@ mod tests {
 
     #[test]
     fn address_validates_postal_code_and_knows_remote_areas() {
-        assert!(Address::new("1 Main St", "Springfield", "90210", "US").unwrap().is_remote());
-        assert!(!Address::new("1 Main St", "Springfield", "10001", "US").unwrap().is_remote());
+        assert!(
+            Address::new("1 Main St", "Springfield", "90210", "US")
+                .unwrap()
+                .is_remote()
+        );
+        assert!(
+            !Address::new("1 Main St", "Springfield", "10001", "US")
+                .unwrap()
+                .is_remote()
+        );
         assert!(Address::new("1 Main St", "Springfield", "!!", "US").is_err());
         assert!(Address::new("", "Springfield", "10001", "US").is_err());
     }

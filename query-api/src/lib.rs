@@ -47,32 +47,62 @@ pub fn problem(status: StatusCode, detail: String) -> Response {
         "status": status.as_u16(),
         "detail": detail,
     });
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
-async fn lookup(state: &AppState, store: &'static str, key: String) -> Result<Option<Value>, Response> {
+async fn lookup(
+    state: &AppState,
+    store: &'static str,
+    key: String,
+) -> Result<Option<Value>, Response> {
     let stores = state.stores.clone();
     let found = tokio::task::spawn_blocking(move || stores.get(store, key.as_bytes()))
         .await
-        .map_err(|e| problem(StatusCode::SERVICE_UNAVAILABLE, format!("lookup interrupted: {e}")))?
-        .map_err(|e| problem(StatusCode::SERVICE_UNAVAILABLE, format!("store {store} unavailable: {e}")))?;
+        .map_err(|e| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("lookup interrupted: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store {store} unavailable: {e}"),
+            )
+        })?;
     match found {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| problem(StatusCode::SERVICE_UNAVAILABLE, format!("stored value unreadable: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("stored value unreadable: {e}"),
+            )
+        }),
     }
 }
 
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
-        && s.char_indices()
-            .all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
+        && s.char_indices().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     if !is_uuid(&id) {
-        return problem(StatusCode::BAD_REQUEST, format!("order id {id:?} is not a UUID"));
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("order id {id:?} is not a UUID"),
+        );
     }
     match lookup(&state, stores::ORDERS, id.to_ascii_lowercase()).await {
         Ok(Some(order)) => Json(order).into_response(),
@@ -83,7 +113,10 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Res
 
 async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Response {
     if sku.is_empty() || sku.len() > 32 {
-        return problem(StatusCode::BAD_REQUEST, format!("SKU {sku:?} is not 1-32 characters"));
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("SKU {sku:?} is not 1-32 characters"),
+        );
     }
     match lookup(&state, stores::PRODUCTS, sku.clone()).await {
         Ok(Some(mut product)) => {
@@ -107,7 +140,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         "status": if state.readiness.is_ready() { "UP" } else { "DOWN" },
         "components": components,
     });
-    let status = if state.readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if state.readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -116,8 +153,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut buf = Vec::new();
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode(&state.metrics.gather(), &mut buf) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response(),
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, format!("metrics unavailable: {e}")),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            buf,
+        )
+            .into_response(),
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("metrics unavailable: {e}"),
+        ),
     }
 }
 
@@ -135,22 +179,46 @@ mod tests {
         let stores = StoreRegistry::new();
         let orders = Arc::new(MemoryBackend::new(stores::ORDERS));
         orders
-            .write_batch(&[(ORDER.as_bytes().to_vec(), Some(br#"{"id":"x","status":"Confirmed"}"#.to_vec()))], Some(1))
+            .write_batch(
+                &[(
+                    ORDER.as_bytes().to_vec(),
+                    Some(br#"{"id":"x","status":"Confirmed"}"#.to_vec()),
+                )],
+                Some(1),
+            )
             .unwrap();
         let products = Arc::new(MemoryBackend::new(stores::PRODUCTS));
         products
-            .write_batch(&[(b"SKU-1".to_vec(), Some(br#"{"on_hand":10,"reserved":3}"#.to_vec()))], Some(1))
+            .write_batch(
+                &[(
+                    b"SKU-1".to_vec(),
+                    Some(br#"{"on_hand":10,"reserved":3}"#.to_vec()),
+                )],
+                Some(1),
+            )
             .unwrap();
         stores.register(stores::ORDERS, 0, orders);
         stores.register(stores::PRODUCTS, 0, products);
-        AppState { stores, readiness: Readiness::new(), metrics: Arc::new(prometheus::Registry::new()) }
+        AppState {
+            stores,
+            readiness: Readiness::new(),
+            metrics: Arc::new(prometheus::Registry::new()),
+        }
     }
 
     async fn call(app: Router, uri: &str) -> (StatusCode, Option<String>, Value) {
-        let resp = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let ct = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string());
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, ct, body)
     }
@@ -164,7 +232,11 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_order_is_a_404_problem() {
-        let (status, ct, body) = call(app(state()), "/api/v1/orders/00000000-0000-0000-0000-000000000000").await;
+        let (status, ct, body) = call(
+            app(state()),
+            "/api/v1/orders/00000000-0000-0000-0000-000000000000",
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(ct.as_deref(), Some("application/problem+json"));
         assert_eq!(body["status"], 404);
@@ -197,7 +269,10 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["components"]["erp-order"], true);
         let (status, _, body) = call(app(s), "/health/live").await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("UP")));
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("UP"))
+        );
     }
 
     #[tokio::test]

@@ -76,7 +76,10 @@ pub enum WireError {
     #[error("unknown schema id {id}: {reason}")]
     UnknownSchema { id: u32, reason: String },
     #[error("value does not match the expected record {expected}: {reason}")]
-    Mismatch { expected: &'static str, reason: String },
+    Mismatch {
+        expected: &'static str,
+        reason: String,
+    },
     #[error("schema registry error: {0}")]
     Registry(String),
 }
@@ -135,8 +138,8 @@ impl AvroSerde {
     /// Registers `kind` under `<topic>-value` (idempotent) and returns its schema id.
     pub fn register(&self, topic: &str, kind: SchemaKind) -> Result<u32, RegistryError> {
         let subject = format!("{topic}-value");
-        let registered = post_schema(&self.settings, subject.clone(), kind.supplied()).map_err(
-            |e| {
+        let registered =
+            post_schema(&self.settings, subject.clone(), kind.supplied()).map_err(|e| {
                 if e.retriable {
                     RegistryError::Unavailable {
                         url: self.url.clone(),
@@ -148,8 +151,7 @@ impl AvroSerde {
                         reason: describe(&e),
                     }
                 }
-            },
-        )?;
+            })?;
         tracing::info!(subject = %subject, schema_id = registered.id, "schema registered");
         Ok(registered.id)
     }
@@ -211,13 +213,13 @@ impl AvroSerde {
                 WireError::Malformed(reason)
             }
         })?;
-        if let Some(name) = &decoded.name {
-            if name.fullname(None) != expected.full_name() {
-                return Err(WireError::Mismatch {
-                    expected: expected.full_name(),
-                    reason: format!("value was written as {}", name.fullname(None)),
-                });
-            }
+        if let Some(name) = &decoded.name
+            && name.fullname(None) != expected.full_name()
+        {
+            return Err(WireError::Mismatch {
+                expected: expected.full_name(),
+                reason: format!("value was written as {}", name.fullname(None)),
+            });
         }
         apache_avro::from_value::<T>(&decoded.value).map_err(|e| WireError::Mismatch {
             expected: expected.full_name(),
@@ -251,7 +253,9 @@ mod tests {
             let schema = apache_avro::Schema::parse_str(kind.schema_json())
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             match schema {
-                apache_avro::Schema::Record(r) => assert_eq!(r.name.fullname(None), kind.full_name()),
+                apache_avro::Schema::Record(r) => {
+                    assert_eq!(r.name.fullname(None), kind.full_name())
+                }
                 other => panic!("{kind:?} is not a record: {other:?}"),
             }
         }
@@ -261,7 +265,13 @@ mod tests {
     fn schema_id_reads_the_header_and_refuses_garbage() {
         assert_eq!(schema_id(&[0, 0, 0, 1, 7, 42]).unwrap(), 263);
         assert!(matches!(schema_id(&[]), Err(WireError::Malformed(_))));
-        assert!(matches!(schema_id(&[1, 0, 0, 0, 1]), Err(WireError::Malformed(_))));
-        assert!(matches!(schema_id(&[0, 0, 1]), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            schema_id(&[1, 0, 0, 0, 1]),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            schema_id(&[0, 0, 1]),
+            Err(WireError::Malformed(_))
+        ));
     }
 }

@@ -3,6 +3,9 @@ use crate::StoreError;
 /// One staged write: a put (`Some`) or a delete (`None`).
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// One committed key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Committed storage of one store for one partition. Implementations are shared between
 /// the stream thread (writes) and interactive queries (reads), so they are `Sync`.
 pub trait StoreBackend: Send + Sync {
@@ -14,7 +17,7 @@ pub trait StoreBackend: Send + Sync {
     /// The changelog offset from which a restore must continue, if any was recorded.
     fn checkpoint(&self) -> Result<Option<i64>, StoreError>;
     /// Every committed entry in key order.
-    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn entries(&self) -> Result<Vec<Entry>, StoreError>;
     /// Number of keys (estimate for RocksDB).
     fn approximate_len(&self) -> u64;
     /// Removes all data and the checkpoint (used before a full restore).

@@ -74,8 +74,13 @@ impl KeyValueStore for TransactionalStore {
 
 /// Where changelog records go: the engine's transactional producer (or a test sink).
 pub trait ChangelogCollector: Send + Sync {
-    fn send(&self, topic: &str, partition: i32, key: &[u8], value: Option<&[u8]>)
-    -> Result<(), String>;
+    fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), String>;
 }
 
 /// Logs every write to the store's compacted changelog partition (a delete is a
@@ -201,8 +206,11 @@ mod tests {
     use super::*;
     use crate::MemoryBackend;
 
+    /// (topic, partition, key, value) of each changelog record.
+    type Logged = (String, i32, Vec<u8>, Option<Vec<u8>>);
+
     #[derive(Default)]
-    struct Sink(Mutex<Vec<(String, i32, Vec<u8>, Option<Vec<u8>>)>>);
+    struct Sink(Mutex<Vec<Logged>>);
     impl ChangelogCollector for Sink {
         fn send(&self, t: &str, p: i32, k: &[u8], v: Option<&[u8]>) -> Result<(), String> {
             self.0
@@ -233,14 +241,23 @@ mod tests {
         let mut store = stack(backend.clone(), sink.clone());
         store.put(b"k", b"v1").unwrap();
         assert_eq!(store.get(b"k").unwrap(), Some(b"v1".to_vec()));
-        assert_eq!(backend.get(b"k").unwrap(), None, "not durable before commit");
+        assert_eq!(
+            backend.get(b"k").unwrap(),
+            None,
+            "not durable before commit"
+        );
         store.commit(Some(7)).unwrap();
         assert_eq!(backend.get(b"k").unwrap(), Some(b"v1".to_vec()));
         assert_eq!(backend.checkpoint().unwrap(), Some(7));
         let logged = sink.0.lock().unwrap().clone();
         assert_eq!(
             logged,
-            vec![("app-s-changelog".to_string(), 3, b"k".to_vec(), Some(b"v1".to_vec()))]
+            vec![(
+                "app-s-changelog".to_string(),
+                3,
+                b"k".to_vec(),
+                Some(b"v1".to_vec())
+            )]
         );
     }
 

@@ -15,7 +15,7 @@ mod metrics;
 mod registry;
 mod rocksdb;
 
-pub use backend::{StoreBackend, Write};
+pub use backend::{Entry, StoreBackend, Write};
 pub use layers::{
     ChangeLoggingStore, ChangelogCollector, KeyValueStore, MeteredStore, TransactionalStore,
 };

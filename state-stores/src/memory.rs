@@ -1,13 +1,16 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::{StoreBackend, StoreError, Write};
+use crate::{Entry, StoreBackend, StoreError, Write};
+
+type Data = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// In-memory twin of [`crate::RocksDbBackend`] with the same semantics, for tests and
 /// broker-free topology runs.
 pub struct MemoryBackend {
     name: String,
-    inner: Mutex<(BTreeMap<Vec<u8>, Vec<u8>>, Option<i64>)>,
+    /// Data and the changelog checkpoint, changed together under one lock.
+    inner: Mutex<(Data, Option<i64>)>,
 }
 
 impl MemoryBackend {
@@ -46,9 +49,13 @@ impl StoreBackend for MemoryBackend {
         Ok(self.inner.lock().expect("poisoned").1)
     }
 
-    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         let inner = self.inner.lock().expect("poisoned");
-        Ok(inner.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(inner
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn approximate_len(&self) -> u64 {

@@ -21,6 +21,8 @@ impl StoreMetrics {
     }
 
     pub fn observe(&self, store: &str, op: &str, seconds: f64) {
-        self.latency.with_label_values(&[store, op]).observe(seconds);
+        self.latency
+            .with_label_values(&[store, op])
+            .observe(seconds);
     }
 }

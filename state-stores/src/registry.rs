@@ -1,13 +1,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use crate::{StoreBackend, StoreError};
+use crate::{Entry, StoreBackend, StoreError};
+
+/// Backends by (store name, partition).
+type Hosted = BTreeMap<(String, i32), Arc<dyn StoreBackend>>;
 
 /// The stores this instance hosts, by store name and partition, for interactive queries.
 /// Reads go to committed state only: what a read_committed consumer could also see.
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
-    stores: Arc<RwLock<BTreeMap<(String, i32), Arc<dyn StoreBackend>>>>,
+    stores: Arc<RwLock<Hosted>>,
 }
 
 impl StoreRegistry {
@@ -61,7 +64,7 @@ impl StoreRegistry {
     }
 
     /// Every committed entry of `store` across local partitions.
-    pub fn entries(&self, store: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn entries(&self, store: &str) -> Result<Vec<Entry>, StoreError> {
         let mut all = Vec::new();
         for backend in self.backends(store) {
             all.extend(backend.entries()?);
@@ -110,7 +113,8 @@ mod tests {
         let reg = StoreRegistry::new();
         let p0 = Arc::new(MemoryBackend::new("orders"));
         let p1 = Arc::new(MemoryBackend::new("orders"));
-        p1.write_batch(&[(b"a".to_vec(), Some(b"1".to_vec()))], None).unwrap();
+        p1.write_batch(&[(b"a".to_vec(), Some(b"1".to_vec()))], None)
+            .unwrap();
         reg.register("orders", 0, p0);
         reg.register("orders", 1, p1);
         assert_eq!(reg.get("orders", b"a").unwrap(), Some(b"1".to_vec()));

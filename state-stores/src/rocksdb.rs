@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
-use crate::{StoreBackend, StoreError, Write};
+use crate::{Entry, StoreBackend, StoreError, Write};
 
 const DATA_CF: &str = "data";
 const META_CF: &str = "meta";
@@ -82,7 +82,9 @@ impl StoreBackend for RocksDbBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(DATA_CF), key).map_err(|e| self.err(e))
+        self.db
+            .get_cf(self.cf(DATA_CF), key)
+            .map_err(|e| self.err(e))
     }
 
     fn write_batch(&self, writes: &[Write], checkpoint: Option<i64>) -> Result<(), StoreError> {
@@ -109,13 +111,20 @@ impl StoreBackend for RocksDbBackend {
             .db
             .get_cf(self.cf(META_CF), CHECKPOINT_KEY)
             .map_err(|e| self.err(e))?;
-        Ok(raw.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok().map(i64::from_be_bytes)))
+        Ok(raw.and_then(|b| {
+            <[u8; 8]>::try_from(b.as_slice())
+                .ok()
+                .map(i64::from_be_bytes)
+        }))
     }
 
-    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.db
             .iterator_cf(self.cf(DATA_CF), IteratorMode::Start)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| self.err(e)))
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| self.err(e))
+            })
             .collect()
     }
 
@@ -149,7 +158,10 @@ mod tests {
             let db = RocksDbBackend::open("s", dir.path(), &RocksDbOptions::default()).unwrap();
             assert_eq!(db.checkpoint().unwrap(), None);
             db.write_batch(
-                &[(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), Some(b"2".to_vec()))],
+                &[
+                    (b"a".to_vec(), Some(b"1".to_vec())),
+                    (b"b".to_vec(), Some(b"2".to_vec())),
+                ],
                 Some(42),
             )
             .unwrap();

@@ -24,19 +24,28 @@ pub fn bootstrap() -> String {
 }
 
 pub fn registry_url() -> String {
-    std::env::var("ERP_SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
+    std::env::var("ERP_SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }
 
 /// Fails loudly when the stack is not up: these tests never pass without it.
 pub fn require_stack() {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("client");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("client");
     if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
-        panic!("Kafka is not reachable at {} ({e}); start it with scripts/stack.sh up", bootstrap());
+        panic!(
+            "Kafka is not reachable at {} ({e}); start it with scripts/stack.sh up",
+            bootstrap()
+        );
     }
     let url = format!("{}/subjects", registry_url());
     match reqwest::blocking::get(&url) {
         Ok(r) if r.status().is_success() => {}
-        other => panic!("schema registry is not reachable at {url} ({other:?}); start it with scripts/stack.sh up"),
+        other => panic!(
+            "schema registry is not reachable at {url} ({other:?}); start it with scripts/stack.sh up"
+        ),
     }
 }
 
@@ -78,7 +87,10 @@ impl TestApp {
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
-        let prefix = format!("t-{name}-{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let prefix = format!(
+            "t-{name}-{}-",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let state_dir = tempfile::tempdir().expect("tempdir");
         let settings = Settings {
             bootstrap_servers: bootstrap(),
@@ -94,10 +106,18 @@ impl TestApp {
             settings,
             state_dir,
         };
-        let topologies: Vec<_> = Context::ALL.iter().map(|c| c.topology(&app.topics, app.serde.clone())).collect();
+        let topologies: Vec<_> = Context::ALL
+            .iter()
+            .map(|c| c.topology(&app.topics, app.serde.clone()))
+            .collect();
         tokio::runtime::Runtime::new()
             .expect("runtime")
-            .block_on(prepare(&app.settings, &app.topics, &topologies, app.serde.clone()))
+            .block_on(prepare(
+                &app.settings,
+                &app.topics,
+                &topologies,
+                app.serde.clone(),
+            ))
             .expect("topics and schemas");
         app
     }
@@ -108,15 +128,25 @@ impl TestApp {
 
     /// Starts the order and inventory engines in this process.
     pub fn start(&self) -> Engines {
-        let topologies = Context::ALL.iter().map(|c| c.topology(&self.topics, self.serde.clone())).collect();
+        let topologies = Context::ALL
+            .iter()
+            .map(|c| c.topology(&self.topics, self.serde.clone()))
+            .collect();
         let engines = Engines::start(&self.settings, topologies).expect("engines");
         let readiness = engines.state.readiness.clone();
-        eventually(Duration::from_secs(60), "engines ready", || readiness.is_ready().then_some(()));
+        eventually(Duration::from_secs(60), "engines ready", || {
+            readiness.is_ready().then_some(())
+        });
         engines
     }
 
     pub fn publisher(&self) -> CommandPublisher {
-        CommandPublisher::new(&self.settings.bootstrap_servers, self.serde.clone(), self.topics.clone()).expect("publisher")
+        CommandPublisher::new(
+            &self.settings.bootstrap_servers,
+            self.serde.clone(),
+            self.topics.clone(),
+        )
+        .expect("publisher")
     }
 
     /// Every committed record of `topic` (read_committed, from the beginning to the end).
@@ -129,7 +159,10 @@ impl TestApp {
         read_committed(topic)
             .into_iter()
             .map(|r| Read {
-                value: self.serde.decode(kind, &r.value).unwrap_or_else(|e| panic!("{topic}@{}: {e}", r.offset)),
+                value: self
+                    .serde
+                    .decode(kind, &r.value)
+                    .unwrap_or_else(|e| panic!("{topic}@{}: {e}", r.offset)),
                 key: r.key,
                 partition: r.partition,
                 offset: r.offset,
@@ -148,18 +181,24 @@ pub fn read_committed(topic: &str) -> Vec<Read<Vec<u8>>> {
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
     let mut pending = std::collections::HashSet::new();
     for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("tpl");
         pending.insert(p.id());
     }
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pending.is_empty() {
-        assert!(Instant::now() < deadline, "reading {topic} did not reach its end");
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach its end"
+        );
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -175,7 +214,13 @@ pub fn read_committed(topic: &str) -> Vec<Read<Vec<u8>>> {
                     .headers()
                     .map(|hs| {
                         hs.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),

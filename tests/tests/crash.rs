@@ -16,12 +16,20 @@ fn erp_binary() -> PathBuf {
     // target/<profile>/deps/crash-<hash> → target/<profile>/erp
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("erp");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build --bins`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --bins`",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn(app: &TestApp, port: u16) -> Child {
@@ -43,7 +51,10 @@ fn spawn(app: &TestApp, port: u16) -> Child {
 fn wait_ready(port: u16) {
     let url = format!("http://127.0.0.1:{port}/health/ready");
     eventually(Duration::from_secs(60), "the process to be ready", || {
-        reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success()).map(|_| ())
+        reqwest::blocking::get(&url)
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
     });
 }
 
@@ -63,7 +74,9 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
         p.inventory(&cmd).unwrap();
     }
     p.flush().unwrap();
-    let orders: Vec<wire::OrderCommand> = (0..n_orders).map(|i| sample::order(&mut rng, n_products, 1000 + i as i64)).collect();
+    let orders: Vec<wire::OrderCommand> = (0..n_orders)
+        .map(|i| sample::order(&mut rng, n_products, 1000 + i as i64))
+        .collect();
     let (first, second) = orders.split_at(n_orders / 2);
     for o in first {
         p.order(o).unwrap();
@@ -72,44 +85,76 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
 
     // Kill once processing is visibly under way, mid-stream.
     let topic = app.topics.order_events();
-    eventually(Duration::from_secs(60), "some outcomes before the kill", || {
-        let n = app.read_raw(&topic).len();
-        (n > 50).then_some(())
-    });
+    eventually(
+        Duration::from_secs(60),
+        "some outcomes before the kill",
+        || {
+            let n = app.read_raw(&topic).len();
+            (n > 50).then_some(())
+        },
+    );
     for o in second {
         p.order(o).unwrap();
     }
     p.flush().unwrap();
     child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
     child.wait().unwrap();
+    let done_at_kill = app
+        .read::<wire::OrderEvent>(&topic, SchemaKind::OrderEvent)
+        .iter()
+        .filter(|r| r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some())
+        .count();
+    assert!(
+        done_at_kill < n_orders,
+        "the kill must land mid-load ({done_at_kill} of {n_orders} done)"
+    );
 
     let mut child = spawn(&app, port);
     wait_ready(port);
     let ids: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
-    let events = eventually(Duration::from_secs(120), "every order to reach an outcome", || {
-        let ev = app.read::<wire::OrderEvent>(&topic, SchemaKind::OrderEvent);
-        let done: HashSet<String> = ev
-            .iter()
-            .filter(|r| r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some())
-            .map(|r| r.value.order_id.clone())
-            .collect();
-        ids.iter().all(|id| done.contains(*id)).then_some(ev)
-    });
+    let events = eventually(
+        Duration::from_secs(120),
+        "every order to reach an outcome",
+        || {
+            let ev = app.read::<wire::OrderEvent>(&topic, SchemaKind::OrderEvent);
+            let done: HashSet<String> = ev
+                .iter()
+                .filter(|r| r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some())
+                .map(|r| r.value.order_id.clone())
+                .collect();
+            ids.iter().all(|id| done.contains(*id)).then_some(ev)
+        },
+    );
 
     // Exactly one terminal event per order; no event id twice.
     let mut terminals: HashMap<&str, usize> = HashMap::new();
     let mut seen = HashSet::new();
     for r in &events {
-        assert!(seen.insert(r.value.event_id.clone()), "event {} appears twice", r.value.event_id);
+        assert!(
+            seen.insert(r.value.event_id.clone()),
+            "event {} appears twice",
+            r.value.event_id
+        );
         if r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some() {
             *terminals.entry(r.value.order_id.as_str()).or_default() += 1;
         }
     }
-    assert_eq!(terminals.len(), n_orders, "every order has a terminal event");
-    assert!(terminals.values().all(|n| *n == 1), "some order has more than one terminal event");
+    assert_eq!(
+        terminals.len(),
+        n_orders,
+        "every order has a terminal event"
+    );
+    assert!(
+        terminals.values().all(|n| *n == 1),
+        "some order has more than one terminal event"
+    );
 
     // Stock conserved: per SKU, reserved = Σ quantities of confirmed orders, on hand unchanged.
-    let confirmed: HashSet<&str> = events.iter().filter(|r| r.value.order_confirmed.is_some()).map(|r| r.value.order_id.as_str()).collect();
+    let confirmed: HashSet<&str> = events
+        .iter()
+        .filter(|r| r.value.order_confirmed.is_some())
+        .map(|r| r.value.order_id.as_str())
+        .collect();
     let mut expected_reserved: BTreeMap<String, i64> = BTreeMap::new();
     for o in &orders {
         if confirmed.contains(o.order_id.as_str()) {
@@ -118,24 +163,48 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
             }
         }
     }
-    let inventory = app.read::<wire::InventoryEvent>(&app.topics.inventory_events(), SchemaKind::InventoryEvent);
+    let inventory = app
+        .read::<wire::InventoryEvent>(&app.topics.inventory_events(), SchemaKind::InventoryEvent);
     let mut inv_ids = HashSet::new();
     for r in &inventory {
-        assert!(inv_ids.insert(r.value.event_id.clone()), "inventory event {} twice", r.value.event_id);
+        assert!(
+            inv_ids.insert(r.value.event_id.clone()),
+            "inventory event {} twice",
+            r.value.event_id
+        );
     }
     for i in 0..n_products {
         let sku = sample::sku(i);
         let url = format!("http://127.0.0.1:{port}/api/v1/inventory/{sku}");
         let want = *expected_reserved.get(&sku).unwrap_or(&0);
-        let product: serde_json::Value = eventually(Duration::from_secs(30), "stock to settle", || {
-            let p: serde_json::Value = reqwest::blocking::get(&url).ok()?.json().ok()?;
-            (p["reserved"].as_i64() == Some(want)).then_some(p)
-        });
-        assert_eq!(product["on_hand"].as_i64(), Some(i64::from(stock)), "{sku} on hand");
+        let product: serde_json::Value =
+            eventually(Duration::from_secs(30), "stock to settle", || {
+                let p: serde_json::Value = reqwest::blocking::get(&url).ok()?.json().ok()?;
+                (p["reserved"].as_i64() == Some(want)).then_some(p)
+            });
+        assert_eq!(
+            product["on_hand"].as_i64(),
+            Some(i64::from(stock)),
+            "{sku} on hand"
+        );
         assert!(product["available"].as_i64().unwrap() >= 0);
-        let reserved: i64 = inventory.iter().filter(|r| r.key == sku).filter_map(|r| r.value.stock_reserved.as_ref()).map(|s| i64::from(s.quantity)).sum();
-        let released: i64 = inventory.iter().filter(|r| r.key == sku).filter_map(|r| r.value.stock_released.as_ref()).map(|s| i64::from(s.quantity)).sum();
-        assert_eq!(reserved - released, want, "{sku}: events reserved − released = confirmed quantities");
+        let reserved: i64 = inventory
+            .iter()
+            .filter(|r| r.key == sku)
+            .filter_map(|r| r.value.stock_reserved.as_ref())
+            .map(|s| i64::from(s.quantity))
+            .sum();
+        let released: i64 = inventory
+            .iter()
+            .filter(|r| r.key == sku)
+            .filter_map(|r| r.value.stock_released.as_ref())
+            .map(|s| i64::from(s.quantity))
+            .sum();
+        assert_eq!(
+            reserved - released,
+            want,
+            "{sku}: events reserved − released = confirmed quantities"
+        );
     }
     child.kill().unwrap();
     child.wait().unwrap();

@@ -59,9 +59,7 @@ pub async fn ensure_topics(bootstrap: &str, specs: &[TopicSpec]) -> Result<(), E
     let results = admin
         .create_topics(new_topics.iter(), &opts)
         .await
-        .map_err(|e| {
-            EngineError::Kafka(format!("create topics on {bootstrap} failed: {e}"))
-        })?;
+        .map_err(|e| EngineError::Kafka(format!("create topics on {bootstrap} failed: {e}")))?;
     for r in results {
         match r {
             Ok(name) => tracing::info!(topic = %name, "topic created"),

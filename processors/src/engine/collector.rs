@@ -32,7 +32,10 @@ impl DeliveryTracker {
     /// Drains what was delivered since the last call (one transaction's worth).
     pub(crate) fn take(&self) -> (HashMap<(String, i32), i64>, Vec<String>) {
         let mut d = self.deliveries.lock().expect("poisoned");
-        (std::mem::take(&mut d.changelog), std::mem::take(&mut d.errors))
+        (
+            std::mem::take(&mut d.changelog),
+            std::mem::take(&mut d.errors),
+        )
     }
 }
 
@@ -52,7 +55,9 @@ impl ProducerContext for DeliveryTracker {
                 *slot = (*slot).max(m.offset());
             }
             Ok(_) => {}
-            Err((e, m)) => d.errors.push(format!("{}[{}]: {e}", m.topic(), m.partition())),
+            Err((e, m)) => d
+                .errors
+                .push(format!("{}[{}]: {e}", m.topic(), m.partition())),
         }
     }
 }

@@ -69,11 +69,15 @@ impl TaskManager {
                 if !errors.is_empty() {
                     // commit_transaction succeeded, so every record was acknowledged;
                     // errors here would be from before a retry. Log, don't lose them.
-                    tracing::warn!(?errors, "delivery errors reported in a committed transaction");
+                    tracing::warn!(
+                        ?errors,
+                        "delivery errors reported in a committed transaction"
+                    );
                 }
                 for task in self.tasks.values_mut() {
                     for (name, store) in task.stores.iter_mut() {
-                        let topic = erp_state_stores::changelog_topic(&self.topology.application_id, name);
+                        let topic =
+                            erp_state_stores::changelog_topic(&self.topology.application_id, name);
                         let checkpoint = changelog.get(&(topic, task.partition)).map(|o| o + 1);
                         store.commit(checkpoint)?;
                     }
@@ -83,7 +87,10 @@ impl TaskManager {
                 }
                 self.txn = TxnState::Idle;
                 let app = self.topology.application_id.as_str();
-                self.metrics.transactions_committed.with_label_values(&[app]).inc();
+                self.metrics
+                    .transactions_committed
+                    .with_label_values(&[app])
+                    .inc();
                 self.metrics
                     .commit_seconds
                     .with_label_values(&[app])
@@ -98,7 +105,10 @@ impl TaskManager {
         }
     }
 
-    fn try_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), EngineError> {
+    fn try_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
         let timeout = self.config.transaction_timeout;
         if !self.consumed.is_empty() {
             let mut offsets = TopicPartitionList::new();
@@ -122,7 +132,10 @@ impl TaskManager {
     /// Aborts the open transaction, drops staged store writes and rewinds every
     /// partition consumed in it to its last committed offset, so those records are
     /// processed again.
-    pub(crate) fn abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), EngineError> {
+    pub(crate) fn abort<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
         if self.txn == TxnState::Idle {
             return Ok(());
         }
@@ -141,7 +154,11 @@ impl TaskManager {
         }
         let rewind: HashMap<(String, i32), i64> = self.consumed.drain().collect();
         for (tp, _) in rewind {
-            let to = self.committed.get(&tp).copied().unwrap_or(Offset::Beginning);
+            let to = self
+                .committed
+                .get(&tp)
+                .copied()
+                .unwrap_or(Offset::Beginning);
             if let Err(e) = consumer.seek(&tp.0, tp.1, to, self.config.transaction_timeout) {
                 // The partition may have been revoked meanwhile; its new owner starts
                 // from the committed offset anyway.

@@ -23,20 +23,31 @@ impl EngineMetrics {
                 &["application_id", "topic"],
             )?,
             records_dead_lettered: IntCounterVec::new(
-                Opts::new("erp_dlq_records_total", "Records sent to the dead-letter topic"),
+                Opts::new(
+                    "erp_dlq_records_total",
+                    "Records sent to the dead-letter topic",
+                ),
                 &["application_id", "class"],
             )?,
             transactions_committed: IntCounterVec::new(
-                Opts::new("erp_transactions_committed_total", "Kafka transactions committed"),
+                Opts::new(
+                    "erp_transactions_committed_total",
+                    "Kafka transactions committed",
+                ),
                 &["application_id"],
             )?,
             transactions_aborted: IntCounterVec::new(
-                Opts::new("erp_transactions_aborted_total", "Kafka transactions aborted"),
+                Opts::new(
+                    "erp_transactions_aborted_total",
+                    "Kafka transactions aborted",
+                ),
                 &["application_id"],
             )?,
             commit_seconds: HistogramVec::new(
                 HistogramOpts::new("erp_commit_seconds", "Latency of a transaction commit")
-                    .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ]),
                 &["application_id"],
             )?,
             records_restored: IntCounterVec::new(

@@ -50,14 +50,14 @@ fn restore_topic(
     targets: &[&RestoreTarget],
 ) -> Result<HashMap<String, u64>, EngineError> {
     let mut applied: HashMap<String, u64> = HashMap::new();
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<EofIsNotAnError> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-restore-unused")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(EofIsNotAnError)
         .map_err(|e| EngineError::Kafka(format!("restore consumer: {e}")))?;
 
     let mut tpl = TopicPartitionList::new();
@@ -113,7 +113,10 @@ fn restore_topic(
                     continue;
                 };
                 let batch = batches.entry(m.partition()).or_default();
-                batch.push((m.key().unwrap_or_default().to_vec(), m.payload().map(<[u8]>::to_vec)));
+                batch.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().map(<[u8]>::to_vec),
+                ));
                 if batch.len() >= BATCH {
                     let writes = std::mem::take(batch);
                     t.backend.write_batch(&writes, Some(m.offset() + 1))?;
@@ -122,18 +125,39 @@ fn restore_topic(
             }
         }
         if last_log.elapsed() > Duration::from_secs(5) {
-            tracing::info!(topic, remaining = pending.len(), elapsed_s = started.elapsed().as_secs(), "restore in progress");
+            tracing::info!(
+                topic,
+                remaining = pending.len(),
+                elapsed_s = started.elapsed().as_secs(),
+                "restore in progress"
+            );
             last_log = Instant::now();
         }
     }
     Ok(applied)
 }
 
-fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+/// Reaching the end of a changelog is how a restore finishes, not an error to log.
+struct EofIsNotAnError;
+
+impl rdkafka::ClientContext for EofIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "restore consumer error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EofIsNotAnError {}
+
+fn position<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let pos = consumer.position().ok()?;
     match pos.find_partition(topic, partition)?.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,
     }
 }
-

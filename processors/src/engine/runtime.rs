@@ -121,8 +121,17 @@ impl TaskManager {
                     "poison record sent to the dead-letter topic");
                 // Whatever the processor staged for this record stays out of the DLQ path.
                 outputs.clear();
-                outputs.push(dead_letter(&self.topology.dlq_topic(), &app, &record, class, &reason));
-                self.metrics.records_dead_lettered.with_label_values(&[&app, class]).inc();
+                outputs.push(dead_letter(
+                    &self.topology.dlq_topic(),
+                    &app,
+                    &record,
+                    class,
+                    &reason,
+                ));
+                self.metrics
+                    .records_dead_lettered
+                    .with_label_values(&[&app, class])
+                    .inc();
             }
             Err(ProcessError::Transient(reason)) => {
                 tracing::warn!(%reason, "transient failure; aborting and retrying after a pause");
@@ -135,7 +144,14 @@ impl TaskManager {
         }
         for out in &outputs {
             self.collector
-                .send(&out.topic, None, &out.key, Some(&out.value), &out.headers, Some(out.timestamp))
+                .send(
+                    &out.topic,
+                    None,
+                    &out.key,
+                    Some(&out.value),
+                    &out.headers,
+                    Some(out.timestamp),
+                )
                 .map_err(EngineError::Abortable)?;
         }
         self.consumed.insert(tp, record.offset + 1);
@@ -146,7 +162,9 @@ impl TaskManager {
             .records_processed
             .with_label_values(&[&app, record.topic])
             .inc();
-        self.metrics.process_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .process_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -176,8 +194,11 @@ impl TaskManager {
                     .join(&app)
                     .join(format!("{p}"))
                     .join(store);
-                let backend: Arc<dyn StoreBackend> =
-                    Arc::new(RocksDbBackend::open(store, &path, &RocksDbOptions::default())?);
+                let backend: Arc<dyn StoreBackend> = Arc::new(RocksDbBackend::open(
+                    store,
+                    &path,
+                    &RocksDbOptions::default(),
+                )?);
                 targets.push(RestoreTarget {
                     store: store.clone(),
                     topic: erp_state_stores::changelog_topic(&app, store),
@@ -190,7 +211,10 @@ impl TaskManager {
         let started = Instant::now();
         let restored = restore(&self.config.bootstrap_servers, &targets)?;
         for (store, n) in &restored {
-            self.metrics.records_restored.with_label_values(&[&app, store]).inc_by(*n);
+            self.metrics
+                .records_restored
+                .with_label_values(&[&app, store])
+                .inc_by(*n);
         }
         if !new_partitions.is_empty() {
             tracing::info!(application_id = %app, partitions = ?new_partitions, ?restored,
@@ -231,7 +255,8 @@ impl TaskManager {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
-            self.committed.insert((e.topic().to_string(), e.partition()), at);
+            self.committed
+                .insert((e.topic().to_string(), e.partition()), at);
         }
         self.metrics
             .assigned_tasks
@@ -260,7 +285,8 @@ impl TaskManager {
             }
         }
         for e in tpl.elements() {
-            self.committed.remove(&(e.topic().to_string(), e.partition()));
+            self.committed
+                .remove(&(e.topic().to_string(), e.partition()));
         }
         self.metrics
             .assigned_tasks
@@ -339,7 +365,10 @@ impl StreamThread {
         self.readiness.set(&app, false);
         let producer: TxProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("transactional.id", format!("{app}-{}", self.config.instance_id))
+            .set(
+                "transactional.id",
+                format!("{app}-{}", self.config.instance_id),
+            )
             .set("enable.idempotence", "true")
             .set(
                 "transaction.timeout.ms",
@@ -385,7 +414,12 @@ impl StreamThread {
             .set("partition.assignment.strategy", "range")
             .create_with_context(EngineContext { tasks: tm.clone() })
             .map_err(|e| EngineError::Kafka(format!("consumer: {e}")))?;
-        let topics: Vec<&str> = self.topology.source_topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = self
+            .topology
+            .source_topics
+            .iter()
+            .map(String::as_str)
+            .collect();
         consumer
             .subscribe(&topics)
             .map_err(|e| EngineError::Kafka(format!("subscribe: {e}")))?;
@@ -396,10 +430,10 @@ impl StreamThread {
         // revokes, and so closes, the tasks).
         {
             let mut guard = tm.lock().expect("task manager poisoned");
-            if result.is_ok() {
-                if let Err(e) = guard.commit(&consumer) {
-                    tracing::warn!(error = %e, "final commit failed");
-                }
+            if result.is_ok()
+                && let Err(e) = guard.commit(&consumer)
+            {
+                tracing::warn!(error = %e, "final commit failed");
             }
         }
         consumer.unsubscribe();

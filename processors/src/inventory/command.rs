@@ -20,5 +20,8 @@ pub enum InventoryCommand {
         quantity: Quantity,
     },
     /// Compensation: release everything held for `order_id`.
-    ReleaseStock { order_id: OrderId, reason: String },
+    ReleaseStock {
+        order_id: OrderId,
+        reason: String,
+    },
 }

@@ -254,8 +254,16 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                InventoryEvent::Reserved { order_id: order(1), line_no: 0, quantity: 6, available: 4 },
-                InventoryEvent::LowStock { available: 4, threshold: 5 },
+                InventoryEvent::Reserved {
+                    order_id: order(1),
+                    line_no: 0,
+                    quantity: 6,
+                    available: 4
+                },
+                InventoryEvent::LowStock {
+                    available: 4,
+                    threshold: 5
+                },
             ]
         );
     }
@@ -264,25 +272,53 @@ mod tests {
     fn reserve_beyond_stock_is_rejected_and_changes_nothing() {
         let p = run(&[register(3, 0)]);
         let events = decide(&sku(), p.as_ref(), &reserve(1, 0, 4)).unwrap();
-        assert!(matches!(&events[0], InventoryEvent::Rejected { available: 3, reason, .. } if reason.contains("insufficient")));
+        assert!(
+            matches!(&events[0], InventoryEvent::Rejected { available: 3, reason, .. } if reason.contains("insufficient"))
+        );
         assert_eq!(evolve(&sku(), p.clone(), &events[0]), p);
     }
 
     #[test]
     fn unknown_sku_reservation_is_rejected_with_a_reason_other_commands_fail() {
         let events = decide(&sku(), None, &reserve(1, 0, 1)).unwrap();
-        assert!(matches!(&events[0], InventoryEvent::Rejected { reason, .. } if reason.contains("unknown SKU")));
-        let restock = InventoryCommand::Restock { quantity: Quantity::new(1).unwrap() };
-        assert_eq!(decide(&sku(), None, &restock), Err(Rejection::UnknownSku(sku())));
-        assert_eq!(decide(&sku(), run(&[register(1, 0)]).as_ref(), &register(1, 0)), Err(Rejection::AlreadyRegistered(sku())));
+        assert!(
+            matches!(&events[0], InventoryEvent::Rejected { reason, .. } if reason.contains("unknown SKU"))
+        );
+        let restock = InventoryCommand::Restock {
+            quantity: Quantity::new(1).unwrap(),
+        };
+        assert_eq!(
+            decide(&sku(), None, &restock),
+            Err(Rejection::UnknownSku(sku()))
+        );
+        assert_eq!(
+            decide(&sku(), run(&[register(1, 0)]).as_ref(), &register(1, 0)),
+            Err(Rejection::AlreadyRegistered(sku()))
+        );
     }
 
     #[test]
     fn release_returns_everything_held_for_the_order_once() {
-        let p = run(&[register(10, 0), reserve(1, 0, 2), reserve(1, 1, 3), reserve(2, 0, 1)]).unwrap();
+        let p = run(&[
+            register(10, 0),
+            reserve(1, 0, 2),
+            reserve(1, 1, 3),
+            reserve(2, 0, 1),
+        ])
+        .unwrap();
         assert_eq!(p.available(), 4);
-        let release = InventoryCommand::ReleaseStock { order_id: order(1), reason: "cancel".into() };
-        let p = run(&[register(10, 0), reserve(1, 0, 2), reserve(1, 1, 3), reserve(2, 0, 1), release.clone()]).unwrap();
+        let release = InventoryCommand::ReleaseStock {
+            order_id: order(1),
+            reason: "cancel".into(),
+        };
+        let p = run(&[
+            register(10, 0),
+            reserve(1, 0, 2),
+            reserve(1, 1, 3),
+            reserve(2, 0, 1),
+            release.clone(),
+        ])
+        .unwrap();
         assert_eq!((p.reserved, p.available()), (1, 9));
         assert_eq!(decide(&sku(), Some(&p), &release).unwrap(), vec![]);
     }
@@ -290,7 +326,10 @@ mod tests {
     #[test]
     fn a_repeated_reservation_of_the_same_line_is_not_applied_twice() {
         let p = run(&[register(10, 0), reserve(1, 0, 2)]);
-        assert_eq!(decide(&sku(), p.as_ref(), &reserve(1, 0, 2)).unwrap(), vec![]);
+        assert_eq!(
+            decide(&sku(), p.as_ref(), &reserve(1, 0, 2)).unwrap(),
+            vec![]
+        );
     }
 
     proptest! {

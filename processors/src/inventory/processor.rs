@@ -41,13 +41,21 @@ pub struct InventoryProcessor {
 }
 
 impl Processor for InventoryProcessor {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: &InputRecord<'_>) -> Result<(), ProcessError> {
-        let cmd: wire::InventoryCommand = adapter::decode(&self.serde, SchemaKind::InventoryCommand, record)?;
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
+        let cmd: wire::InventoryCommand =
+            adapter::decode(&self.serde, SchemaKind::InventoryCommand, record)?;
         if adapter::seen_before(ctx, &cmd.command_id, cmd.issued_at)? {
             tracing::debug!(command_id = %cmd.command_id, "duplicate command ignored");
             return Ok(());
         }
-        let correlation = cmd.correlation_id.clone().unwrap_or_else(|| cmd.command_id.clone());
+        let correlation = cmd
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| cmd.command_id.clone());
         let sku = match Sku::parse(&cmd.sku) {
             Ok(s) => s,
             Err(e) => return self.reject(ctx, &cmd, &correlation, 0, e.to_string()),
@@ -58,17 +66,17 @@ impl Processor for InventoryProcessor {
             Ok(c) => c,
             Err(reason) => {
                 // A reservation must always be answered, or its order waits forever.
-                if let Some(r) = &cmd.reserve_stock {
-                    if let Ok(order_id) = OrderId::parse(&r.order_id) {
-                        let refused = InventoryEvent::Rejected {
-                            order_id,
-                            line_no: r.line_no.max(0) as u32,
-                            quantity: r.quantity.max(0) as u32,
-                            available: state.as_ref().map_or(0, Product::available),
-                            reason: reason.clone(),
-                        };
-                        return self.emit(ctx, &sku, state, &[refused], &cmd, &correlation);
-                    }
+                if let Some(r) = &cmd.reserve_stock
+                    && let Ok(order_id) = OrderId::parse(&r.order_id)
+                {
+                    let refused = InventoryEvent::Rejected {
+                        order_id,
+                        line_no: r.line_no.max(0) as u32,
+                        quantity: r.quantity.max(0) as u32,
+                        available: state.as_ref().map_or(0, Product::available),
+                        reason: reason.clone(),
+                    };
+                    return self.emit(ctx, &sku, state, &[refused], &cmd, &correlation);
                 }
                 return self.reject(ctx, &cmd, &correlation, version, reason);
             }
@@ -100,11 +108,25 @@ impl InventoryProcessor {
             let headers = adapter::headers(correlation, &cmd.command_id);
             let topic = self.topics.inventory_events();
             let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryEvent, &out)?;
-            ctx.forward(adapter::output(topic, sku.as_str(), value, cmd.issued_at, headers.clone()));
-            if let InventoryEvent::Reserved { order_id, .. } | InventoryEvent::Rejected { order_id, .. } = event {
+            ctx.forward(adapter::output(
+                topic,
+                sku.as_str(),
+                value,
+                cmd.issued_at,
+                headers.clone(),
+            ));
+            if let InventoryEvent::Reserved { order_id, .. }
+            | InventoryEvent::Rejected { order_id, .. } = event
+            {
                 let topic = self.topics.order_replies();
                 let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryEvent, &out)?;
-                ctx.forward(adapter::output(topic, &order_id.to_string(), value, cmd.issued_at, headers));
+                ctx.forward(adapter::output(
+                    topic,
+                    &order_id.to_string(),
+                    value,
+                    cmd.issued_at,
+                    headers,
+                ));
             }
         }
         if let Some(product) = state {
@@ -130,10 +152,19 @@ impl InventoryProcessor {
         );
         out.correlation_id = Some(correlation.to_string());
         out.causation_id = Some(cmd.command_id.clone());
-        out.command_rejected = Some(wire::CommandRejected { command_id: cmd.command_id.clone(), reason });
+        out.command_rejected = Some(wire::CommandRejected {
+            command_id: cmd.command_id.clone(),
+            reason,
+        });
         let topic = self.topics.inventory_events();
         let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryEvent, &out)?;
-        ctx.forward(adapter::output(topic, &cmd.sku, value, cmd.issued_at, adapter::headers(correlation, &cmd.command_id)));
+        ctx.forward(adapter::output(
+            topic,
+            &cmd.sku,
+            value,
+            cmd.issued_at,
+            adapter::headers(correlation, &cmd.command_id),
+        ));
         Ok(())
     }
 }
@@ -163,7 +194,9 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
         });
     }
     if let Some(r) = &cmd.restock {
-        return Ok(InventoryCommand::Restock { quantity: Quantity::new(i64::from(r.quantity)).map_err(err)? });
+        return Ok(InventoryCommand::Restock {
+            quantity: Quantity::new(i64::from(r.quantity)).map_err(err)?,
+        });
     }
     if let Some(r) = &cmd.reserve_stock {
         return Ok(InventoryCommand::ReserveStock {
@@ -173,16 +206,30 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
         });
     }
     if let Some(r) = &cmd.release_stock {
-        return Ok(InventoryCommand::ReleaseStock { order_id: OrderId::parse(&r.order_id).map_err(err)?, reason: r.reason.clone() });
+        return Ok(InventoryCommand::ReleaseStock {
+            order_id: OrderId::parse(&r.order_id).map_err(err)?,
+            reason: r.reason.clone(),
+        });
     }
     Err("command has no payload".into())
 }
 
-fn to_wire(event_id: String, sku: &Sku, version: i64, at: i64, event: &InventoryEvent) -> wire::InventoryEvent {
+fn to_wire(
+    event_id: String,
+    sku: &Sku,
+    version: i64,
+    at: i64,
+    event: &InventoryEvent,
+) -> wire::InventoryEvent {
     let mut w = wire::InventoryEvent::empty(event_id, sku.to_string(), version, at);
     let n = |x: u32| x as i32;
     match event {
-        InventoryEvent::Registered { name, on_hand, low_stock_threshold, unit_weight_kg } => {
+        InventoryEvent::Registered {
+            name,
+            on_hand,
+            low_stock_threshold,
+            unit_weight_kg,
+        } => {
             w.product_registered = Some(wire::ProductRegistered {
                 name: name.clone(),
                 on_hand: n(*on_hand),
@@ -190,13 +237,37 @@ fn to_wire(event_id: String, sku: &Sku, version: i64, at: i64, event: &Inventory
                 unit_weight_kg: unit_weight_kg.normalize().to_string(),
             })
         }
-        InventoryEvent::Restocked { quantity, on_hand, available } => {
-            w.stock_restocked = Some(wire::StockRestocked { quantity: n(*quantity), on_hand: n(*on_hand), available: n(*available) })
+        InventoryEvent::Restocked {
+            quantity,
+            on_hand,
+            available,
+        } => {
+            w.stock_restocked = Some(wire::StockRestocked {
+                quantity: n(*quantity),
+                on_hand: n(*on_hand),
+                available: n(*available),
+            })
         }
-        InventoryEvent::Reserved { order_id, line_no, quantity, available } => {
-            w.stock_reserved = Some(wire::StockReserved { order_id: order_id.to_string(), line_no: n(*line_no), quantity: n(*quantity), available: n(*available) })
+        InventoryEvent::Reserved {
+            order_id,
+            line_no,
+            quantity,
+            available,
+        } => {
+            w.stock_reserved = Some(wire::StockReserved {
+                order_id: order_id.to_string(),
+                line_no: n(*line_no),
+                quantity: n(*quantity),
+                available: n(*available),
+            })
         }
-        InventoryEvent::Rejected { order_id, line_no, quantity, available, reason } => {
+        InventoryEvent::Rejected {
+            order_id,
+            line_no,
+            quantity,
+            available,
+            reason,
+        } => {
             w.stock_rejected = Some(wire::StockRejected {
                 order_id: order_id.to_string(),
                 line_no: n(*line_no),
@@ -205,11 +276,25 @@ fn to_wire(event_id: String, sku: &Sku, version: i64, at: i64, event: &Inventory
                 reason: reason.clone(),
             })
         }
-        InventoryEvent::Released { order_id, quantity, available } => {
-            w.stock_released = Some(wire::StockReleased { order_id: order_id.to_string(), quantity: n(*quantity), available: n(*available) })
+        InventoryEvent::Released {
+            order_id,
+            quantity,
+            available,
+        } => {
+            w.stock_released = Some(wire::StockReleased {
+                order_id: order_id.to_string(),
+                quantity: n(*quantity),
+                available: n(*available),
+            })
         }
-        InventoryEvent::LowStock { available, threshold } => {
-            w.low_stock_warning = Some(wire::LowStockWarning { available: n(*available), threshold: n(*threshold) })
+        InventoryEvent::LowStock {
+            available,
+            threshold,
+        } => {
+            w.low_stock_warning = Some(wire::LowStockWarning {
+                available: n(*available),
+                threshold: n(*threshold),
+            })
         }
     }
     w

@@ -89,9 +89,7 @@ pub fn decide(
         (Some(_), OrderInput::Place(_)) => Err(Rejection::AlreadyExists(id)),
         (None, OrderInput::Place(cmd)) => place(id, cmd, now),
         (None, _) => Err(Rejection::UnknownOrder(id)),
-        (Some(order), OrderInput::StockReserved { line_no }) => {
-            reply(order, *line_no, None, now)
-        }
+        (Some(order), OrderInput::StockReserved { line_no }) => reply(order, *line_no, None, now),
         (Some(order), OrderInput::StockRejected { line_no, reason }) => {
             reply(order, *line_no, Some(reason.clone()), now)
         }
@@ -137,10 +135,15 @@ fn reply(
     now: i64,
 ) -> Result<Vec<OrderEvent>, Rejection> {
     let idx = line_no as usize;
-    let line = order.lines.get(idx).ok_or(Rejection::UnknownLine(line_no))?;
+    let line = order
+        .lines
+        .get(idx)
+        .ok_or(Rejection::UnknownLine(line_no))?;
     // A reply that was already recorded (redelivery) or arrives after the outcome
     // changes nothing.
-    if order.status != OrderStatus::Pending || order.reservations[idx] != ReservationState::Requested {
+    if order.status != OrderStatus::Pending
+        || order.reservations[idx] != ReservationState::Requested
+    {
         return Ok(vec![]);
     }
     let first = match rejected {
@@ -275,7 +278,10 @@ mod tests {
     }
 
     /// given `history`, when `input`, then the decision.
-    fn given_when(history: &[OrderInput], input: &OrderInput) -> (Option<Order>, Result<Vec<OrderEvent>, Rejection>) {
+    fn given_when(
+        history: &[OrderInput],
+        input: &OrderInput,
+    ) -> (Option<Order>, Result<Vec<OrderEvent>, Rejection>) {
         let mut state = None;
         for (t, h) in history.iter().enumerate() {
             for e in decide(oid(), state.as_ref(), h, t as i64).unwrap() {
@@ -306,7 +312,10 @@ mod tests {
             &OrderInput::StockReserved { line_no: 1 },
         );
         let events = out.unwrap();
-        assert!(matches!(events[0], OrderEvent::LineReserved { line_no: 1, .. }));
+        assert!(matches!(
+            events[0],
+            OrderEvent::LineReserved { line_no: 1, .. }
+        ));
         assert!(matches!(events[1], OrderEvent::Confirmed { .. }));
     }
 
@@ -314,11 +323,18 @@ mod tests {
     fn a_rejected_line_cancels_and_releases_the_reserved_ones() {
         let (_, out) = given_when(
             &[place_cmd(2), OrderInput::StockReserved { line_no: 0 }],
-            &OrderInput::StockRejected { line_no: 1, reason: "only 1 available".into() },
+            &OrderInput::StockRejected {
+                line_no: 1,
+                reason: "only 1 available".into(),
+            },
         );
         let events = out.unwrap();
         match &events[1] {
-            OrderEvent::Cancelled { reason, released_skus, .. } => {
+            OrderEvent::Cancelled {
+                reason,
+                released_skus,
+                ..
+            } => {
                 assert!(reason.contains("SKU-001: only 1 available"), "{reason}");
                 assert_eq!(released_skus, &vec![Sku::parse("SKU-000").unwrap()]);
             }
@@ -335,14 +351,20 @@ mod tests {
         assert_eq!(out.unwrap(), vec![]);
         let (_, out) = given_when(
             &[place_cmd(1), OrderInput::StockReserved { line_no: 0 }],
-            &OrderInput::StockRejected { line_no: 0, reason: "late".into() },
+            &OrderInput::StockRejected {
+                line_no: 0,
+                reason: "late".into(),
+            },
         );
         assert_eq!(out.unwrap(), vec![]);
     }
 
     #[test]
     fn invalid_inputs_are_rejected_with_a_reason() {
-        assert_eq!(given_when(&[place_cmd(1)], &place_cmd(1)).1, Err(Rejection::AlreadyExists(oid())));
+        assert_eq!(
+            given_when(&[place_cmd(1)], &place_cmd(1)).1,
+            Err(Rejection::AlreadyExists(oid()))
+        );
         assert_eq!(given_when(&[], &place_cmd(0)).1, Err(Rejection::NoLines));
         assert_eq!(
             given_when(&[], &OrderInput::StockReserved { line_no: 0 }).1,
@@ -352,9 +374,14 @@ mod tests {
             given_when(&[place_cmd(1)], &OrderInput::StockReserved { line_no: 5 }).1,
             Err(Rejection::UnknownLine(5))
         );
-        let OrderInput::Place(mut cmd) = place_cmd(1) else { unreachable!() };
+        let OrderInput::Place(mut cmd) = place_cmd(1) else {
+            unreachable!()
+        };
         cmd.lines[0].unit_price = Money::new(dec!(1), Currency::EUR).unwrap();
-        assert!(matches!(given_when(&[], &OrderInput::Place(cmd)).1, Err(Rejection::CurrencyMismatch { .. })));
+        assert!(matches!(
+            given_when(&[], &OrderInput::Place(cmd)).1,
+            Err(Rejection::CurrencyMismatch { .. })
+        ));
     }
 
     proptest! {

@@ -71,12 +71,12 @@ pub fn price(
     let mut weight = Decimal::ZERO;
     for line in lines {
         let qty = Decimal::from(line.quantity.get());
-        subtotal = subtotal.add(line.unit_price.times(qty)?)?;
+        subtotal = subtotal.checked_add(line.unit_price.times(qty)?)?;
         weight += line.unit_weight_kg * qty;
     }
     let subtotal = subtotal.round_cents();
     let discount = subtotal.times(tier.discount_rate())?.round_cents();
-    let taxable = subtotal.sub(discount)?;
+    let taxable = subtotal.checked_sub(discount)?;
     let tax = taxable.times(TAX_RATE)?.round_cents();
     let mut shipping = BASE_SHIPPING;
     if weight > FREE_WEIGHT_KG {
@@ -86,7 +86,7 @@ pub fn price(
         shipping += REMOTE_SURCHARGE;
     }
     let shipping = Money::new(shipping, currency)?.round_cents();
-    let total = taxable.add(tax)?.add(shipping)?;
+    let total = taxable.checked_add(tax)?.checked_add(shipping)?;
     Ok(Pricing {
         subtotal,
         discount,
@@ -121,8 +121,13 @@ mod tests {
     #[test]
     fn bronze_order_light_and_local() {
         // 2 × 19.99 = 39.98; tax 4.00 (3.998 rounds up); shipping 10 (10 kg)
-        let p = price(&[line(dec!(19.99), 2, dec!(5))], CustomerTier::Bronze, &addr("10001"), Currency::USD)
-            .unwrap();
+        let p = price(
+            &[line(dec!(19.99), 2, dec!(5))],
+            CustomerTier::Bronze,
+            &addr("10001"),
+            Currency::USD,
+        )
+        .unwrap();
         assert_eq!(p.subtotal.amount(), dec!(39.98));
         assert_eq!(p.discount.amount(), dec!(0));
         assert_eq!(p.tax.amount(), dec!(4.00));
@@ -133,8 +138,13 @@ mod tests {
     #[test]
     fn gold_order_heavy_and_remote() {
         // 12 × 10.00 = 120.00; gold 10 % = 12.00; tax 10.80; weight 60 kg → 10 + 5 + 15
-        let p = price(&[line(dec!(10.00), 12, dec!(5))], CustomerTier::Gold, &addr("94107"), Currency::USD)
-            .unwrap();
+        let p = price(
+            &[line(dec!(10.00), 12, dec!(5))],
+            CustomerTier::Gold,
+            &addr("94107"),
+            Currency::USD,
+        )
+        .unwrap();
         assert_eq!(p.discount.amount(), dec!(12.00));
         assert_eq!(p.tax.amount(), dec!(10.80));
         assert_eq!(p.shipping.amount(), dec!(30.0));

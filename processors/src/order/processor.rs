@@ -15,7 +15,9 @@ use super::pricing::DEFAULT_UNIT_WEIGHT_KG;
 use super::saga::{SagaCommand, react};
 use crate::adapter::{self, PROCESSED_STORE};
 use crate::engine::{InputRecord, ProcessError, Processor, ProcessorContext, Topology};
-use crate::values::{Address, Currency, CustomerId, Money, OrderId, Quantity, Sku, ValueError, derived_id};
+use crate::values::{
+    Address, Currency, CustomerId, Money, OrderId, Quantity, Sku, ValueError, derived_id,
+};
 
 pub const ORDERS_STORE: &str = "orders";
 
@@ -48,22 +50,35 @@ struct Cause {
 }
 
 impl Processor for OrderProcessor {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, record: &InputRecord<'_>) -> Result<(), ProcessError> {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
         if record.topic == self.topics.order_commands() {
-            let cmd: wire::OrderCommand = adapter::decode(&self.serde, SchemaKind::OrderCommand, record)?;
+            let cmd: wire::OrderCommand =
+                adapter::decode(&self.serde, SchemaKind::OrderCommand, record)?;
             self.on_command(ctx, cmd)
         } else {
-            let reply: wire::InventoryEvent = adapter::decode(&self.serde, SchemaKind::InventoryEvent, record)?;
+            let reply: wire::InventoryEvent =
+                adapter::decode(&self.serde, SchemaKind::InventoryEvent, record)?;
             self.on_reply(ctx, reply)
         }
     }
 }
 
 impl OrderProcessor {
-    fn on_command(&self, ctx: &mut ProcessorContext<'_>, cmd: wire::OrderCommand) -> Result<(), ProcessError> {
+    fn on_command(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        cmd: wire::OrderCommand,
+    ) -> Result<(), ProcessError> {
         let cause = Cause {
             id: cmd.command_id.clone(),
-            correlation_id: cmd.correlation_id.clone().unwrap_or_else(|| cmd.command_id.clone()),
+            correlation_id: cmd
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| cmd.command_id.clone()),
             at: cmd.issued_at,
         };
         if adapter::seen_before(ctx, &cmd.command_id, cmd.issued_at)? {
@@ -77,25 +92,42 @@ impl OrderProcessor {
         let key = order_id.to_string();
         let state: Option<Order> = adapter::load(ctx, ORDERS_STORE, &key)?;
         let version = state.as_ref().map_or(0, |o| o.version);
-        if let Some(expected) = cmd.expected_version {
-            if expected != version {
-                let reason = format!("expected version {expected}, order is at version {version}");
-                return self.reject(ctx, &key, version, &cause, reason);
-            }
+        if let Some(expected) = cmd.expected_version
+            && expected != version
+        {
+            let reason = format!("expected version {expected}, order is at version {version}");
+            return self.reject(ctx, &key, version, &cause, reason);
         }
         let input = match cmd.place_order.as_ref().map(place_order) {
             Some(Ok(place)) => OrderInput::Place(place),
             Some(Err(e)) => return self.reject(ctx, &key, version, &cause, e.to_string()),
-            None => return self.reject(ctx, &key, version, &cause, "command has no payload".into()),
+            None => {
+                return self.reject(ctx, &key, version, &cause, "command has no payload".into());
+            }
         };
         self.apply(ctx, order_id, state, &input, &cause)
     }
 
-    fn on_reply(&self, ctx: &mut ProcessorContext<'_>, reply: wire::InventoryEvent) -> Result<(), ProcessError> {
+    fn on_reply(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        reply: wire::InventoryEvent,
+    ) -> Result<(), ProcessError> {
         let (order_id, input) = if let Some(r) = &reply.stock_reserved {
-            (&r.order_id, OrderInput::StockReserved { line_no: r.line_no as u32 })
+            (
+                &r.order_id,
+                OrderInput::StockReserved {
+                    line_no: r.line_no as u32,
+                },
+            )
         } else if let Some(r) = &reply.stock_rejected {
-            (&r.order_id, OrderInput::StockRejected { line_no: r.line_no as u32, reason: r.reason.clone() })
+            (
+                &r.order_id,
+                OrderInput::StockRejected {
+                    line_no: r.line_no as u32,
+                    reason: r.reason.clone(),
+                },
+            )
         } else {
             return Ok(()); // not a reply the order waits for
         };
@@ -108,7 +140,10 @@ impl OrderProcessor {
         }
         let cause = Cause {
             id: reply.event_id.clone(),
-            correlation_id: reply.correlation_id.clone().unwrap_or_else(|| order_id.to_string()),
+            correlation_id: reply
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| order_id.to_string()),
             at: reply.occurred_at,
         };
         let state: Option<Order> = adapter::load(ctx, ORDERS_STORE, &order_id.to_string())?;
@@ -143,7 +178,13 @@ impl OrderProcessor {
             out.causation_id = Some(cause.id.clone());
             let topic = self.topics.order_events();
             let value = adapter::encode(&self.serde, &topic, SchemaKind::OrderEvent, &out)?;
-            ctx.forward(adapter::output(topic, &key, value, cause.at, adapter::headers(&cause.correlation_id, &cause.id)));
+            ctx.forward(adapter::output(
+                topic,
+                &key,
+                value,
+                cause.at,
+                adapter::headers(&cause.correlation_id, &cause.id),
+            ));
             for (j, saga) in react(order, event).into_iter().enumerate() {
                 let cmd_id = derived_id(&event_id, "saga-command", j).to_string();
                 self.send_saga_command(ctx, order_id, saga, cmd_id, &event_id, cause)?;
@@ -163,7 +204,11 @@ impl OrderProcessor {
         cause: &Cause,
     ) -> Result<(), ProcessError> {
         let (sku, cmd) = match saga {
-            SagaCommand::ReserveStock { sku, line_no, quantity } => {
+            SagaCommand::ReserveStock {
+                sku,
+                line_no,
+                quantity,
+            } => {
                 let mut c = wire::InventoryCommand::empty(command_id, sku.to_string(), cause.at);
                 c.reserve_stock = Some(wire::ReserveStock {
                     order_id: order_id.to_string(),
@@ -185,21 +230,48 @@ impl OrderProcessor {
         cmd.correlation_id = Some(cause.correlation_id.clone());
         let topic = self.topics.inventory_commands();
         let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryCommand, &cmd)?;
-        ctx.forward(adapter::output(topic, sku.as_str(), value, cause.at, adapter::headers(&cause.correlation_id, event_id)));
+        ctx.forward(adapter::output(
+            topic,
+            sku.as_str(),
+            value,
+            cause.at,
+            adapter::headers(&cause.correlation_id, event_id),
+        ));
         Ok(())
     }
 
     /// A command that is not applied still gets an answer: a rejection event with the
     /// reason, on the order's event topic.
-    fn reject(&self, ctx: &mut ProcessorContext<'_>, key: &str, version: i64, cause: &Cause, reason: String) -> Result<(), ProcessError> {
+    fn reject(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        key: &str,
+        version: i64,
+        cause: &Cause,
+        reason: String,
+    ) -> Result<(), ProcessError> {
         tracing::info!(order_id = key, command = %cause.id, %reason, "command rejected");
-        let mut out = wire::OrderEvent::empty(derived_id(&cause.id, "rejection", 0).to_string(), key.to_string(), version, cause.at);
+        let mut out = wire::OrderEvent::empty(
+            derived_id(&cause.id, "rejection", 0).to_string(),
+            key.to_string(),
+            version,
+            cause.at,
+        );
         out.correlation_id = Some(cause.correlation_id.clone());
         out.causation_id = Some(cause.id.clone());
-        out.command_rejected = Some(wire::CommandRejected { command_id: cause.id.clone(), reason });
+        out.command_rejected = Some(wire::CommandRejected {
+            command_id: cause.id.clone(),
+            reason,
+        });
         let topic = self.topics.order_events();
         let value = adapter::encode(&self.serde, &topic, SchemaKind::OrderEvent, &out)?;
-        ctx.forward(adapter::output(topic, key, value, cause.at, adapter::headers(&cause.correlation_id, &cause.id)));
+        ctx.forward(adapter::output(
+            topic,
+            key,
+            value,
+            cause.at,
+            adapter::headers(&cause.correlation_id, &cause.id),
+        ));
         Ok(())
     }
 }
@@ -252,7 +324,15 @@ fn wire_line(l: &OrderLineRequest) -> wire::OrderLine {
 fn to_wire(event_id: String, order: &Order, event: &OrderEvent) -> wire::OrderEvent {
     let mut w = wire::OrderEvent::empty(event_id, order.id.to_string(), order.version, event.at());
     match event {
-        OrderEvent::Created { customer_id, customer_tier, currency, lines, shipping_address, pricing, .. } => {
+        OrderEvent::Created {
+            customer_id,
+            customer_tier,
+            currency,
+            lines,
+            shipping_address,
+            pricing,
+            ..
+        } => {
             w.order_created = Some(wire::OrderCreated {
                 customer_id: customer_id.to_string(),
                 customer_tier: customer_tier.clone(),
@@ -271,14 +351,40 @@ fn to_wire(event_id: String, order: &Order, event: &OrderEvent) -> wire::OrderEv
                 total: pricing.total.to_wire(),
             })
         }
-        OrderEvent::LineReserved { line_no, sku, quantity, .. } => {
-            w.order_line_reserved = Some(wire::OrderLineReserved { line_no: *line_no as i32, sku: sku.to_string(), quantity: *quantity as i32 })
+        OrderEvent::LineReserved {
+            line_no,
+            sku,
+            quantity,
+            ..
+        } => {
+            w.order_line_reserved = Some(wire::OrderLineReserved {
+                line_no: *line_no as i32,
+                sku: sku.to_string(),
+                quantity: *quantity as i32,
+            })
         }
-        OrderEvent::LineRejected { line_no, sku, reason, .. } => {
-            w.order_line_rejected = Some(wire::OrderLineRejected { line_no: *line_no as i32, sku: sku.to_string(), reason: reason.clone() })
+        OrderEvent::LineRejected {
+            line_no,
+            sku,
+            reason,
+            ..
+        } => {
+            w.order_line_rejected = Some(wire::OrderLineRejected {
+                line_no: *line_no as i32,
+                sku: sku.to_string(),
+                reason: reason.clone(),
+            })
         }
-        OrderEvent::Confirmed { total, .. } => w.order_confirmed = Some(wire::OrderConfirmed { total: total.to_wire() }),
-        OrderEvent::Cancelled { reason, released_skus, .. } => {
+        OrderEvent::Confirmed { total, .. } => {
+            w.order_confirmed = Some(wire::OrderConfirmed {
+                total: total.to_wire(),
+            })
+        }
+        OrderEvent::Cancelled {
+            reason,
+            released_skus,
+            ..
+        } => {
             w.order_cancelled = Some(wire::OrderCancelled {
                 reason: reason.clone(),
                 released_skus: released_skus.iter().map(ToString::to_string).collect(),
