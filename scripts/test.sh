@@ -10,6 +10,12 @@ ensure_build_deps
 scripts/stack.sh up >/dev/null
 # The crash test runs the real binary: build it before the tests.
 cargo build --workspace --bins
-cargo test --workspace -- --test-threads="${ERP_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads="${ERP_TEST_THREADS:-2}" 2>&1 | tee "$log"
 venv=$(ensure_python_env tests/python/requirements.txt)
-"$venv/bin/python" -m pytest -q tests/python
+"$venv/bin/python" -m pytest -q tests/python 2>&1 | tee -a "$log"
+# One closing line for every runner above (cargo's per-binary results + pytest).
+awk '/^test result:/ { p += $4; f += $6; next }
+     /(passed|failed).* in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
