@@ -139,6 +139,13 @@ impl TaskManager {
         if self.txn == TxnState::Idle {
             return Ok(());
         }
+        // abort_transaction waits for the delivery reports of everything produced in
+        // the transaction, and a BaseProducer only serves them while polled: flush
+        // first (those records land in the aborted transaction, invisible to
+        // read_committed consumers).
+        if let Err(e) = self.producer.flush(self.config.transaction_timeout) {
+            tracing::warn!(error = %e, "flush before abort failed");
+        }
         self.producer
             .abort_transaction(self.config.transaction_timeout)
             .map_err(|e| classify("abort", e))

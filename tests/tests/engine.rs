@@ -1,0 +1,148 @@
+//! The EOS engine on its own, with a tiny counting topology: an abortable failure in
+//! the middle of a transaction rolls back outputs and store writes, rewinds, and every
+//! input is still reflected exactly once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use erp_processors::app::{Engines, topic_specs};
+use erp_processors::engine::{
+    InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology, ensure_topics,
+};
+use erp_tests::{TestApp, eventually, read_committed};
+
+/// Counts records per key in a store and forwards `key=count`; fails transiently the
+/// first time it meets the value "boom".
+struct Counter {
+    out: String,
+    booms: Arc<AtomicUsize>,
+}
+
+impl Processor for Counter {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
+        let key = String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
+        let store = ctx.store("counts");
+        let n = store
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8(v).unwrap().parse::<u64>().unwrap())
+            .unwrap_or(0)
+            + 1;
+        store.put(key.as_bytes(), n.to_string().as_bytes())?;
+        ctx.forward(OutputRecord {
+            topic: self.out.clone(),
+            key: key.clone().into_bytes(),
+            value: format!("{key}={n}").into_bytes(),
+            timestamp: record.timestamp,
+            headers: vec![],
+        });
+        if record.value == Some(b"boom".as_slice())
+            && self.booms.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            return Err(ProcessError::Transient("simulated registry outage".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_abort_mid_transaction_rolls_back_and_reprocesses_exactly_once() {
+    let app = TestApp::new("abort");
+    let prefix = &app.topics.prefix;
+    let (input, output) = (format!("{prefix}in"), format!("{prefix}out"));
+    let booms = Arc::new(AtomicUsize::new(0));
+    let topology = {
+        let (out, booms) = (output.clone(), booms.clone());
+        Topology {
+            application_id: format!("{prefix}counter"),
+            source_topics: vec![input.clone()],
+            sink_topics: vec![output.clone()],
+            stores: vec!["counts".into()],
+            processor: Arc::new(move |_| {
+                Box::new(Counter {
+                    out: out.clone(),
+                    booms: booms.clone(),
+                })
+            }),
+        }
+    };
+    let specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))
+        .unwrap();
+
+    // Everything is in the log before the engine starts, so the failure lands in a
+    // transaction that already holds earlier records.
+    let p = app.publisher();
+    let keys = ["a", "b", "c", "d"];
+    let mut expected = 0;
+    for i in 0..40 {
+        let value = if i == 25 { "boom" } else { "x" };
+        p.send_raw(&input, keys[i % 4].as_bytes(), value.as_bytes(), 1, &[])
+            .unwrap();
+        expected += 1;
+    }
+    p.flush().unwrap();
+
+    let engines = Engines::start(&app.settings, vec![topology]).unwrap();
+    let out = eventually(
+        Duration::from_secs(60),
+        "every input reflected in the output",
+        || {
+            let out = read_committed(&output);
+            (out.len() >= expected).then_some(out)
+        },
+    );
+    assert_eq!(
+        booms.load(Ordering::SeqCst),
+        2,
+        "the failing record was processed again"
+    );
+    assert_eq!(out.len(), expected, "no output twice, none lost");
+    for k in keys {
+        let mut counts: Vec<u64> = out
+            .iter()
+            .filter(|r| r.key == k)
+            .map(|r| {
+                String::from_utf8_lossy(&r.value)
+                    .split('=')
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            (1..=10).collect::<Vec<_>>(),
+            "key {k}: counts 1..=10 exactly once"
+        );
+        let stored = engines.state.stores.get("counts", k.as_bytes()).unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(b"10".as_slice()),
+            "store rolled back and reapplied"
+        );
+    }
+    let aborted: f64 = engines
+        .state
+        .metrics
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "erp_transactions_aborted_total")
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert!(aborted >= 1.0, "an abort happened");
+    engines.stop().unwrap();
+}
