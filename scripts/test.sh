@@ -18,4 +18,4 @@ venv=$(ensure_python_env tests/python/requirements.txt)
 # One closing line for every runner above (cargo's per-binary results + pytest).
 awk '/^test result:/ { p += $4; f += $6; next }
      /(passed|failed).* in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee "$ERP_CACHE/last-test-summary"
