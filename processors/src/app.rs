@@ -8,7 +8,7 @@ use std::time::Duration;
 use erp_query_api::AppState;
 use erp_schemas::AvroSerde;
 use erp_schemas::topics::Topics;
-use erp_state_stores::{Readiness, StoreMetrics, StoreRegistry};
+use erp_state_stores::{Readiness, RocksDbOptions, StoreMetrics, StoreRegistry};
 
 use crate::config::Settings;
 use crate::engine::{
@@ -101,6 +101,13 @@ impl Engines {
         );
         config.partitions = settings.partitions;
         config.commit_interval = Duration::from_millis(settings.commit_interval_ms);
+        config.rocksdb = RocksDbOptions::with_memory_budget(settings.store_memory_mb << 20);
+        config.poison_policy = settings.poison_policy.parse().map_err(anyhow::Error::msg)?;
+        config.allow_topology_change = settings.allow_topology_change;
+        // process_resident_memory_bytes & co., for the memory budget's effect on RSS.
+        metrics.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let mut handles = Vec::new();
         for topology in topologies {
             // Registered before the thread starts so readiness is false until restored.

@@ -28,9 +28,18 @@ pub struct Settings {
     pub topic_prefix: String,
     /// `text` or `json` (`ERP_LOG_FORMAT`).
     pub log_format: String,
+    /// Budget for all RocksDB block caches and memtables of the process (`ERP_STORE_MEMORY_MB`).
+    pub store_memory_mb: usize,
+    /// `dlq`, `skip` or `fail`: what happens to undecodable records (`ERP_POISON_POLICY`).
+    pub poison_policy: String,
+    /// Start even though stores of this application id disappeared (`ERP_ALLOW_TOPOLOGY_CHANGE`).
+    pub allow_topology_change: bool,
 }
 
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 12] = [
+    "store_memory_mb",
+    "poison_policy",
+    "allow_topology_change",
     "bootstrap_servers",
     "schema_registry_url",
     "state_dir",
@@ -54,6 +63,9 @@ impl Default for Settings {
             instance_id: "instance-1".into(),
             topic_prefix: String::new(),
             log_format: "text".into(),
+            store_memory_mb: 128,
+            poison_policy: "dlq".into(),
+            allow_topology_change: false,
         }
     }
 }
@@ -120,6 +132,15 @@ impl Settings {
                 "instance_id must be [A-Za-z0-9_-]+, got {:?}",
                 self.instance_id
             ));
+        }
+        if !(8..=65_536).contains(&self.store_memory_mb) {
+            return bad(format!(
+                "store_memory_mb must be 8..=65536, got {}",
+                self.store_memory_mb
+            ));
+        }
+        if let Err(e) = self.poison_policy.parse::<crate::engine::PoisonPolicy>() {
+            return bad(e);
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(format!(

@@ -1,6 +1,9 @@
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch,
+    WriteBufferManager, WriteOptions,
+};
 
 use crate::{Entry, StoreBackend, StoreError, Write};
 
@@ -8,18 +11,62 @@ const DATA_CF: &str = "data";
 const META_CF: &str = "meta";
 const CHECKPOINT_KEY: &[u8] = b"changelog-checkpoint";
 
-/// Tuning shared by every store of an instance.
-#[derive(Debug, Clone)]
+/// Memory shared by every store of a process: one LRU block cache and one write-buffer
+/// manager charged to it, so all memtables and cached blocks together stay within
+/// `total_bytes` however many stores (tasks × stores) are open. Kafka Streams users get
+/// this only by writing a `RocksDBConfigSetter`.
+#[derive(Clone)]
 pub struct RocksDbOptions {
-    /// Write-buffer size per store.
-    pub write_buffer_bytes: usize,
+    pub total_bytes: usize,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+impl std::fmt::Debug for RocksDbOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbOptions")
+            .field("total_bytes", &self.total_bytes)
+            .finish()
+    }
+}
+
+impl RocksDbOptions {
+    /// `total_bytes` bounds block cache + memtables; half of it may be memtables.
+    pub fn with_memory_budget(total_bytes: usize) -> Self {
+        let cache = Cache::new_lru_cache(total_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            total_bytes / 2,
+            false,
+            cache.clone(),
+        );
+        Self {
+            total_bytes,
+            cache,
+            write_buffers,
+        }
+    }
+
+    /// Bytes currently held by the shared block cache (memtables are charged to it too).
+    pub fn cache_usage_bytes(&self) -> usize {
+        self.cache.get_usage()
+    }
+
+    fn apply(&self, opts: &mut Options) {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        table.set_cache_index_and_filter_blocks(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_manager(&self.write_buffers);
+        // Small memtables: many stores share one budget, and the write-buffer manager
+        // flushes the largest when the total passes half the budget.
+        opts.set_write_buffer_size((self.total_bytes / 32).clamp(256 << 10, 8 << 20));
+    }
 }
 
 impl Default for RocksDbOptions {
+    /// 128 MiB: leaves room for the process within the seed's 512 MiB pod limit.
     fn default() -> Self {
-        Self {
-            write_buffer_bytes: 8 << 20,
-        }
+        Self::with_memory_budget(128 << 20)
     }
 }
 
@@ -41,11 +88,13 @@ impl RocksDbBackend {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        db_opts.set_write_buffer_size(options.write_buffer_bytes);
         db_opts.set_max_open_files(256);
-        let cfs = [DATA_CF, META_CF]
-            .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(*cf, Options::default()));
+        options.apply(&mut db_opts);
+        let cfs = [DATA_CF, META_CF].iter().map(|cf| {
+            let mut cf_opts = Options::default();
+            options.apply(&mut cf_opts);
+            ColumnFamilyDescriptor::new(*cf, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| StoreError::Open {
             store: name.to_string(),
             path: path.display().to_string(),
@@ -150,6 +199,31 @@ impl StoreBackend for RocksDbBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_stores_share_one_memory_budget() {
+        let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+        let opts = RocksDbOptions::with_memory_budget(8 << 20);
+        let dbs: Vec<_> = dirs
+            .iter()
+            .map(|d| RocksDbBackend::open("s", d.path(), &opts).unwrap())
+            .collect();
+        let value = vec![7u8; 1024];
+        for round in 0..8u32 {
+            for (i, db) in dbs.iter().enumerate() {
+                let writes: Vec<Write> = (0..1000u32)
+                    .map(|k| (format!("{i}-{round}-{k}").into_bytes(), Some(value.clone())))
+                    .collect();
+                db.write_batch(&writes, Some(1)).unwrap();
+            }
+        }
+        // 64 MB written across 8 stores (16 column families); the shared cache, charged
+        // with the memtables, stays bounded: the 8 MiB budget plus about 1 MiB of memtable
+        // reservation per column family (a soft limit, independent of the data size).
+        let usage = opts.cache_usage_bytes();
+        assert!(usage <= 24 << 20, "usage {usage}");
+        assert_eq!(dbs[3].get(b"3-7-999").unwrap(), Some(value));
+    }
 
     #[test]
     fn batch_writes_data_and_checkpoint_together_and_survive_reopen() {

@@ -88,6 +88,10 @@ impl TaskManager {
                 self.txn = TxnState::Idle;
                 let app = self.topology.application_id.as_str();
                 self.metrics
+                    .store_memory_bytes
+                    .with_label_values(&[app])
+                    .set(self.config.rocksdb.cache_usage_bytes() as i64);
+                self.metrics
                     .transactions_committed
                     .with_label_values(&[app])
                     .inc();

@@ -1,6 +1,33 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use erp_state_stores::RocksDbOptions;
+
+/// What to do with a record that cannot be decoded or processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Write it to `<application id>-dlq` with the reason, in the transaction; go on.
+    DeadLetter,
+    /// Log and count it, commit past it.
+    Skip,
+    /// Stop the thread (and the process): an operator decides.
+    Fail,
+}
+
+impl std::str::FromStr for PoisonPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dlq" => Ok(Self::DeadLetter),
+            "skip" => Ok(Self::Skip),
+            "fail" => Ok(Self::Fail),
+            other => Err(format!(
+                "poison policy must be dlq, skip or fail, got {other:?}"
+            )),
+        }
+    }
+}
+
 /// Engine settings of one process.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -18,6 +45,11 @@ pub struct EngineConfig {
     pub replication_factor: i32,
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
+    pub poison_policy: PoisonPolicy,
+    /// One block cache and write-buffer budget for every store of the process.
+    pub rocksdb: RocksDbOptions,
+    /// Start even if the stores differ from what this application id had before.
+    pub allow_topology_change: bool,
 }
 
 impl EngineConfig {
@@ -32,6 +64,9 @@ impl EngineConfig {
             replication_factor: 1,
             transaction_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
+            poison_policy: PoisonPolicy::DeadLetter,
+            rocksdb: RocksDbOptions::default(),
+            allow_topology_change: false,
         }
     }
 }

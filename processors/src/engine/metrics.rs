@@ -7,6 +7,9 @@ use prometheus::{
 pub struct EngineMetrics {
     pub records_processed: IntCounterVec,
     pub records_dead_lettered: IntCounterVec,
+    pub records_skipped: IntCounterVec,
+    pub restore_remaining: IntGaugeVec,
+    pub store_memory_bytes: IntGaugeVec,
     pub transactions_committed: IntCounterVec,
     pub transactions_aborted: IntCounterVec,
     pub commit_seconds: HistogramVec,
@@ -28,6 +31,27 @@ impl EngineMetrics {
                     "Records sent to the dead-letter topic",
                 ),
                 &["application_id", "class"],
+            )?,
+            records_skipped: IntCounterVec::new(
+                Opts::new(
+                    "erp_poison_skipped_total",
+                    "Poison records skipped (policy skip)",
+                ),
+                &["application_id", "class"],
+            )?,
+            restore_remaining: IntGaugeVec::new(
+                Opts::new(
+                    "erp_restore_remaining_records",
+                    "Changelog records still to restore (0 when every store is up to date)",
+                ),
+                &["application_id"],
+            )?,
+            store_memory_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "erp_store_memory_bytes",
+                    "Bytes held by the shared RocksDB block cache and memtables",
+                ),
+                &["application_id"],
             )?,
             transactions_committed: IntCounterVec::new(
                 Opts::new(
@@ -65,6 +89,9 @@ impl EngineMetrics {
         };
         registry.register(Box::new(m.records_processed.clone()))?;
         registry.register(Box::new(m.records_dead_lettered.clone()))?;
+        registry.register(Box::new(m.records_skipped.clone()))?;
+        registry.register(Box::new(m.restore_remaining.clone()))?;
+        registry.register(Box::new(m.store_memory_bytes.clone()))?;
         registry.register(Box::new(m.transactions_committed.clone()))?;
         registry.register(Box::new(m.transactions_aborted.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;

@@ -13,6 +13,7 @@ mod collector;
 mod commit;
 mod config;
 mod dlq;
+mod guard;
 mod metrics;
 mod processor;
 mod restore;
@@ -20,7 +21,7 @@ mod runtime;
 mod task;
 
 pub use admin::{TopicSpec, ensure_topics};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, PoisonPolicy};
 pub use metrics::EngineMetrics;
 pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,

@@ -1,11 +1,14 @@
 //! Restoring stores from their changelogs: from the local checkpoint to the end,
-//! read_committed, in batches that each land with their checkpoint atomically.
+//! read_committed, in batches that each land with their checkpoint atomically, with
+//! progress as log lines (with %), a Prometheus gauge and, on a terminal, a bar.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -14,6 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use erp_state_stores::{StoreBackend, Write};
 
 use super::EngineError;
+use super::metrics::EngineMetrics;
 
 const BATCH: usize = 1000;
 
@@ -25,48 +29,110 @@ pub(crate) struct RestoreTarget {
     pub backend: Arc<dyn StoreBackend>,
 }
 
+/// A target with its range to read.
+struct Planned<'a> {
+    target: &'a RestoreTarget,
+    from: i64,
+    to: i64,
+}
+
+/// Counts restored records against the planned total and reports progress.
+struct Progress<'a> {
+    application_id: &'a str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_log: Instant,
+    bar: Option<ProgressBar>,
+    metrics: &'a EngineMetrics,
+}
+
+impl<'a> Progress<'a> {
+    fn new(application_id: &'a str, total: u64, metrics: &'a EngineMetrics) -> Self {
+        let bar = (total > 0 && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(format!("restoring {application_id}"));
+            bar
+        });
+        metrics
+            .restore_remaining
+            .with_label_values(&[application_id])
+            .set(total as i64);
+        Self {
+            application_id,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_log: Instant::now(),
+            bar,
+            metrics,
+        }
+    }
+
+    /// Offsets advanced (records or markers) since the last call.
+    fn advance(&mut self, n: u64) {
+        self.done = (self.done + n).min(self.total);
+        let remaining = self.total - self.done;
+        self.metrics
+            .restore_remaining
+            .with_label_values(&[self.application_id])
+            .set(remaining as i64);
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+        }
+        if self.last_log.elapsed() >= Duration::from_secs(2) {
+            self.last_log = Instant::now();
+            let pct = 100.0 * self.done as f64 / self.total.max(1) as f64;
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            tracing::info!(
+                application_id = self.application_id,
+                progress = format!("{pct:.1}%"),
+                restored = self.done,
+                total = self.total,
+                rate_per_s = rate as u64,
+                "restore in progress"
+            );
+        }
+    }
+
+    fn finish(self) {
+        self.metrics
+            .restore_remaining
+            .with_label_values(&[self.application_id])
+            .set(0);
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+        if self.total > 0 {
+            tracing::info!(
+                application_id = self.application_id,
+                progress = "100%",
+                offsets = self.total,
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "restore complete"
+            );
+        }
+    }
+}
+
 /// Restores every target; returns the records applied per store name.
 pub(crate) fn restore(
     bootstrap: &str,
+    application_id: &str,
     targets: &[RestoreTarget],
+    metrics: &EngineMetrics,
 ) -> Result<HashMap<String, u64>, EngineError> {
-    let mut applied: HashMap<String, u64> = HashMap::new();
-    // One consumer per changelog topic: PartitionEOF names only the partition.
-    let mut topics: Vec<&str> = targets.iter().map(|t| t.topic.as_str()).collect();
-    topics.sort();
-    topics.dedup();
-    for topic in topics {
-        let of_topic: Vec<&RestoreTarget> = targets.iter().filter(|t| t.topic == topic).collect();
-        for (store, n) in restore_topic(bootstrap, topic, &of_topic)? {
-            *applied.entry(store).or_default() += n;
-        }
-    }
-    Ok(applied)
-}
-
-fn restore_topic(
-    bootstrap: &str,
-    topic: &str,
-    targets: &[&RestoreTarget],
-) -> Result<HashMap<String, u64>, EngineError> {
-    let mut applied: HashMap<String, u64> = HashMap::new();
-    let consumer: BaseConsumer<EofIsNotAnError> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-restore-unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(EofIsNotAnError)
-        .map_err(|e| EngineError::Kafka(format!("restore consumer: {e}")))?;
-
-    let mut tpl = TopicPartitionList::new();
-    // partition -> (target, offset to restore from)
-    let mut pending: HashMap<i32, (&RestoreTarget, i64)> = HashMap::new();
+    let probe: BaseConsumer<EofIsNotAnError> = restore_consumer(bootstrap)?;
+    let mut plan: Vec<Planned<'_>> = Vec::new();
     for t in targets {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, t.partition, Duration::from_secs(30))
-            .map_err(|e| EngineError::Kafka(format!("watermarks of {topic}: {e}")))?;
+        let (low, high) = probe
+            .fetch_watermarks(&t.topic, t.partition, Duration::from_secs(30))
+            .map_err(|e| EngineError::Kafka(format!("watermarks of {}: {e}", t.topic)))?;
         let mut from = t.backend.checkpoint()?.unwrap_or(low);
         if from > high || from < low {
             // The changelog was recreated or truncated under us: the checkpoint means
@@ -76,42 +142,89 @@ fn restore_topic(
             t.backend.wipe()?;
             from = low;
         }
-        if from >= high {
-            continue;
+        if from < high {
+            tracing::info!(store = %t.store, partition = t.partition, from, to = high, "restoring");
+            plan.push(Planned {
+                target: t,
+                from,
+                to: high,
+            });
         }
-        tracing::info!(store = %t.store, partition = t.partition, from, to = high, "restoring");
-        tpl.add_partition_offset(topic, t.partition, Offset::Offset(from))
-            .map_err(|e| EngineError::Kafka(e.to_string()))?;
-        pending.insert(t.partition, (t, from));
     }
-    if pending.is_empty() {
-        return Ok(applied);
+    let total: u64 = plan.iter().map(|p| (p.to - p.from) as u64).sum();
+    let mut progress = Progress::new(application_id, total, metrics);
+    let mut applied: HashMap<String, u64> = HashMap::new();
+    // One consumer per changelog topic: PartitionEOF names only the partition.
+    let mut topics: Vec<&str> = plan.iter().map(|p| p.target.topic.as_str()).collect();
+    topics.sort();
+    topics.dedup();
+    for topic in topics {
+        let of_topic: Vec<&Planned<'_>> = plan.iter().filter(|p| p.target.topic == topic).collect();
+        for (store, n) in restore_topic(bootstrap, topic, &of_topic, &mut progress)? {
+            *applied.entry(store).or_default() += n;
+        }
+    }
+    progress.finish();
+    Ok(applied)
+}
+
+fn restore_consumer(bootstrap: &str) -> Result<BaseConsumer<EofIsNotAnError>, EngineError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "erp-restore-unused")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(EofIsNotAnError)
+        .map_err(|e| EngineError::Kafka(format!("restore consumer: {e}")))
+}
+
+fn restore_topic(
+    bootstrap: &str,
+    topic: &str,
+    plan: &[&Planned<'_>],
+    progress: &mut Progress<'_>,
+) -> Result<HashMap<String, u64>, EngineError> {
+    let mut applied: HashMap<String, u64> = HashMap::new();
+    let consumer = restore_consumer(bootstrap)?;
+    let mut tpl = TopicPartitionList::new();
+    // partition -> (plan, next offset expected)
+    let mut pending: HashMap<i32, (&Planned<'_>, i64)> = HashMap::new();
+    for p in plan {
+        tpl.add_partition_offset(topic, p.target.partition, Offset::Offset(p.from))
+            .map_err(|e| EngineError::Kafka(e.to_string()))?;
+        pending.insert(p.target.partition, (p, p.from));
     }
     consumer
         .assign(&tpl)
         .map_err(|e| EngineError::Kafka(format!("assign {topic}: {e}")))?;
 
     let mut batches: HashMap<i32, Vec<Write>> = HashMap::new();
-    let started = Instant::now();
-    let mut last_log = Instant::now();
     while !pending.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // End of the committed log (LSO under read_committed).
-                if let Some((t, from)) = pending.remove(&p) {
-                    let writes = batches.remove(&p).unwrap_or_default();
-                    let next = position(&consumer, topic, p).unwrap_or(from).max(from);
-                    t.backend.write_batch(&writes, Some(next))?;
-                    *applied.entry(t.store.clone()).or_default() += writes.len() as u64;
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // End of the committed log (the last stable offset under read_committed).
+                if let Some((p, next)) = pending.remove(&partition) {
+                    let writes = batches.remove(&partition).unwrap_or_default();
+                    let at = position(&consumer, topic, partition)
+                        .unwrap_or(next)
+                        .max(next);
+                    p.target.backend.write_batch(&writes, Some(at))?;
+                    *applied.entry(p.target.store.clone()).or_default() += writes.len() as u64;
+                    progress.advance((p.to - next).max(0) as u64);
                 }
             }
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
             Some(Err(e)) => return Err(EngineError::Kafka(format!("restore {topic}: {e}"))),
             Some(Ok(m)) => {
-                let Some((t, _)) = pending.get(&m.partition()).copied() else {
+                let Some((p, next)) = pending.get_mut(&m.partition()) else {
                     continue;
                 };
+                // Offsets skipped (transaction markers, aborted records) count as progress.
+                progress.advance((m.offset() + 1 - *next).max(0) as u64);
+                *next = m.offset() + 1;
                 let batch = batches.entry(m.partition()).or_default();
                 batch.push((
                     m.key().unwrap_or_default().to_vec(),
@@ -119,19 +232,10 @@ fn restore_topic(
                 ));
                 if batch.len() >= BATCH {
                     let writes = std::mem::take(batch);
-                    t.backend.write_batch(&writes, Some(m.offset() + 1))?;
-                    *applied.entry(t.store.clone()).or_default() += writes.len() as u64;
+                    p.target.backend.write_batch(&writes, Some(*next))?;
+                    *applied.entry(p.target.store.clone()).or_default() += writes.len() as u64;
                 }
             }
-        }
-        if last_log.elapsed() > Duration::from_secs(5) {
-            tracing::info!(
-                topic,
-                remaining = pending.len(),
-                elapsed_s = started.elapsed().as_secs(),
-                "restore in progress"
-            );
-            last_log = Instant::now();
         }
     }
     Ok(applied)
@@ -148,9 +252,9 @@ impl rdkafka::ClientContext for EofIsNotAnError {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for EofIsNotAnError {}
+impl ConsumerContext for EofIsNotAnError {}
 
-fn position<C: rdkafka::consumer::ConsumerContext>(
+fn position<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,

@@ -14,14 +14,15 @@ use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use erp_state_stores::{
-    ChangeLoggingStore, KeyValueStore, MeteredStore, Readiness, RocksDbBackend, RocksDbOptions,
-    StoreBackend, StoreMetrics, StoreRegistry, TransactionalStore,
+    ChangeLoggingStore, KeyValueStore, MeteredStore, Readiness, RocksDbBackend, StoreBackend,
+    StoreMetrics, StoreRegistry, TransactionalStore,
 };
 
 use super::collector::{DeliveryTracker, RecordCollector, TxProducer};
 use super::commit::TxnState;
-use super::config::EngineConfig;
+use super::config::{EngineConfig, PoisonPolicy};
 use super::dlq::dead_letter;
+use super::guard::check_stable_names;
 use super::metrics::EngineMetrics;
 use super::processor::{InputRecord, OutputRecord, ProcessError, ProcessorContext, Topology};
 use super::restore::{RestoreTarget, restore};
@@ -117,21 +118,39 @@ impl TaskManager {
         match result {
             Ok(()) => {}
             Err(ProcessError::Poison { class, reason }) => {
-                tracing::warn!(topic = record.topic, partition, offset = record.offset, class, %reason,
-                    "poison record sent to the dead-letter topic");
-                // Whatever the processor staged for this record stays out of the DLQ path.
+                // Whatever the processor produced for this record is dropped.
                 outputs.clear();
-                outputs.push(dead_letter(
-                    &self.topology.dlq_topic(),
-                    &app,
-                    &record,
-                    class,
-                    &reason,
-                ));
-                self.metrics
-                    .records_dead_lettered
-                    .with_label_values(&[&app, class])
-                    .inc();
+                match self.config.poison_policy {
+                    PoisonPolicy::DeadLetter => {
+                        tracing::warn!(topic = record.topic, partition, offset = record.offset, class, %reason,
+                            "poison record sent to the dead-letter topic");
+                        outputs.push(dead_letter(
+                            &self.topology.dlq_topic(),
+                            &app,
+                            &record,
+                            class,
+                            &reason,
+                        ));
+                        self.metrics
+                            .records_dead_lettered
+                            .with_label_values(&[&app, class])
+                            .inc();
+                    }
+                    PoisonPolicy::Skip => {
+                        tracing::warn!(topic = record.topic, partition, offset = record.offset, class, %reason,
+                            "poison record skipped");
+                        self.metrics
+                            .records_skipped
+                            .with_label_values(&[&app, class])
+                            .inc();
+                    }
+                    PoisonPolicy::Fail => {
+                        return Err(EngineError::Fatal(format!(
+                            "poison record at {}[{}]@{} ({class}): {reason}",
+                            record.topic, partition, record.offset
+                        )));
+                    }
+                }
             }
             Err(ProcessError::Transient(reason)) => {
                 tracing::warn!(%reason, "transient failure; aborting and retrying after a pause");
@@ -194,11 +213,8 @@ impl TaskManager {
                     .join(&app)
                     .join(format!("{p}"))
                     .join(store);
-                let backend: Arc<dyn StoreBackend> = Arc::new(RocksDbBackend::open(
-                    store,
-                    &path,
-                    &RocksDbOptions::default(),
-                )?);
+                let backend: Arc<dyn StoreBackend> =
+                    Arc::new(RocksDbBackend::open(store, &path, &self.config.rocksdb)?);
                 targets.push(RestoreTarget {
                     store: store.clone(),
                     topic: erp_state_stores::changelog_topic(&app, store),
@@ -209,7 +225,12 @@ impl TaskManager {
             }
         }
         let started = Instant::now();
-        let restored = restore(&self.config.bootstrap_servers, &targets)?;
+        let restored = restore(
+            &self.config.bootstrap_servers,
+            &app,
+            &targets,
+            &self.metrics,
+        )?;
         for (store, n) in &restored {
             self.metrics
                 .records_restored
@@ -363,6 +384,13 @@ impl StreamThread {
     fn run(self) -> Result<(), EngineError> {
         let app = self.topology.application_id.clone();
         self.readiness.set(&app, false);
+        let broker_topics = list_topics(&self.config.bootstrap_servers)?;
+        check_stable_names(
+            &self.config.state_dir,
+            &self.topology,
+            &broker_topics,
+            self.config.allow_topology_change,
+        )?;
         let producer: TxProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set(
@@ -473,4 +501,15 @@ impl StreamThread {
         }
         Ok(())
     }
+}
+
+fn list_topics(bootstrap: &str) -> Result<Vec<String>, EngineError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| EngineError::Kafka(format!("metadata client: {e}")))?;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(|e| EngineError::Kafka(format!("cannot list topics on {bootstrap}: {e}")))?;
+    Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
 }
