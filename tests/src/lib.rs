@@ -19,6 +19,8 @@ use erp_processors::config::Settings;
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind};
 
+pub mod process;
+
 pub fn bootstrap() -> String {
     std::env::var("ERP_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -82,6 +84,10 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn new(name: &str) -> Self {
+        Self::with_partitions(name, 3)
+    }
+
+    pub fn with_partitions(name: &str, partitions: i32) -> Self {
         require_stack();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -96,7 +102,7 @@ impl TestApp {
             bootstrap_servers: bootstrap(),
             schema_registry_url: registry_url(),
             state_dir: state_dir.path().to_path_buf(),
-            partitions: 3,
+            partitions,
             topic_prefix: prefix.clone(),
             ..Settings::default()
         };
