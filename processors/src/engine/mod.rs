@@ -13,8 +13,10 @@ mod collector;
 mod commit;
 mod config;
 mod dlq;
+mod driver;
 mod guard;
 mod metrics;
+mod partitioner;
 mod processor;
 mod restore;
 mod runtime;
@@ -22,7 +24,9 @@ mod task;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{EngineConfig, PoisonPolicy};
+pub use driver::{ChangelogRecord, TopologyTestDriver};
 pub use metrics::EngineMetrics;
+pub use partitioner::{murmur2, partition_for};
 pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,
 };

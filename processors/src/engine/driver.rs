@@ -1,0 +1,339 @@
+//! A broker-free driver for topology tests, like Kafka Streams' `TopologyTestDriver`:
+//! records piped in are partitioned as Kafka would (murmur2), processed by the task of
+//! their partition over in-memory stores with the same layering (change-logging over
+//! transactional), and each record is its own transaction: committed when processing
+//! succeeds, rolled back when it fails. Outputs, changelog records and dead letters are
+//! collected for assertions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use erp_state_stores::{
+    ChangeLoggingStore, ChangelogCollector, KeyValueStore, MemoryBackend, StoreBackend,
+    TransactionalStore,
+};
+
+use super::config::PoisonPolicy;
+use super::dlq::dead_letter;
+use super::partitioner::partition_for;
+use super::processor::{
+    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,
+};
+
+/// A changelog record as the driver captured it.
+pub type ChangelogRecord = (String, i32, Vec<u8>, Option<Vec<u8>>);
+
+#[derive(Default)]
+struct Capture(Mutex<Vec<ChangelogRecord>>);
+
+impl ChangelogCollector for Capture {
+    fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), String> {
+        self.0.lock().expect("poisoned").push((
+            topic.to_string(),
+            partition,
+            key.to_vec(),
+            value.map(<[u8]>::to_vec),
+        ));
+        Ok(())
+    }
+}
+
+struct DriverTask {
+    stores: BTreeMap<String, Box<dyn KeyValueStore>>,
+    processor: Box<dyn Processor>,
+}
+
+pub struct TopologyTestDriver {
+    topology: Topology,
+    partitions: i32,
+    policy: PoisonPolicy,
+    tasks: BTreeMap<i32, DriverTask>,
+    backends: BTreeMap<(String, i32), Arc<MemoryBackend>>,
+    changelog: Arc<Capture>,
+    outputs: Vec<OutputRecord>,
+    offsets: HashMap<(String, i32), i64>,
+}
+
+impl TopologyTestDriver {
+    pub fn new(topology: Topology, partitions: i32) -> Self {
+        let changelog = Arc::new(Capture::default());
+        let mut tasks = BTreeMap::new();
+        let mut backends = BTreeMap::new();
+        for p in 0..partitions {
+            let mut stores: BTreeMap<String, Box<dyn KeyValueStore>> = BTreeMap::new();
+            for name in &topology.stores {
+                let backend = Arc::new(MemoryBackend::new(name.clone()));
+                backends.insert((name.clone(), p), backend.clone());
+                let logged = ChangeLoggingStore::new(
+                    Box::new(TransactionalStore::new(backend)),
+                    erp_state_stores::changelog_topic(&topology.application_id, name),
+                    p,
+                    changelog.clone(),
+                );
+                stores.insert(name.clone(), Box::new(logged));
+            }
+            tasks.insert(
+                p,
+                DriverTask {
+                    stores,
+                    processor: (topology.processor)(p),
+                },
+            );
+        }
+        Self {
+            topology,
+            partitions,
+            policy: PoisonPolicy::DeadLetter,
+            tasks,
+            backends,
+            changelog,
+            outputs: Vec::new(),
+            offsets: HashMap::new(),
+        }
+    }
+
+    pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Processes one record as one transaction. Poison follows the poison policy;
+    /// other failures roll the record's effects back and are returned.
+    pub fn pipe(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        self.pipe_with_headers(topic, key, value, timestamp, vec![])
+    }
+
+    pub fn pipe_with_headers(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+        timestamp: i64,
+        headers: Vec<Header>,
+    ) -> Result<(), ProcessError> {
+        assert!(
+            self.topology.source_topics.iter().any(|t| t == topic),
+            "{topic} is not a source of the topology"
+        );
+        let partition = partition_for(key, self.partitions);
+        let offset = {
+            let next = self
+                .offsets
+                .entry((topic.to_string(), partition))
+                .or_insert(0);
+            *next += 1;
+            *next - 1
+        };
+        let record = InputRecord {
+            topic,
+            partition,
+            offset,
+            timestamp,
+            key: Some(key),
+            value: Some(value),
+            headers,
+        };
+        let logged_before = self.changelog.0.lock().expect("poisoned").len();
+        let task = self
+            .tasks
+            .get_mut(&partition)
+            .expect("a task per partition");
+        let mut outputs = Vec::new();
+        let result = {
+            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            task.processor.process(&mut ctx, &record)
+        };
+        let rollback = |task: &mut DriverTask, capture: &Capture| {
+            for store in task.stores.values_mut() {
+                store.abort();
+            }
+            capture.0.lock().expect("poisoned").truncate(logged_before);
+        };
+        match result {
+            Ok(()) => {}
+            Err(ProcessError::Poison { class, reason }) => {
+                outputs.clear();
+                match self.policy {
+                    PoisonPolicy::DeadLetter => outputs.push(dead_letter(
+                        &self.topology.dlq_topic(),
+                        &self.topology.application_id,
+                        &record,
+                        class,
+                        &reason,
+                    )),
+                    PoisonPolicy::Skip => {}
+                    PoisonPolicy::Fail => {
+                        rollback(task, &self.changelog);
+                        return Err(ProcessError::Poison { class, reason });
+                    }
+                }
+            }
+            Err(e) => {
+                rollback(task, &self.changelog);
+                return Err(e);
+            }
+        }
+        for store in task.stores.values_mut() {
+            store.commit(None)?;
+        }
+        self.outputs.extend(outputs);
+        Ok(())
+    }
+
+    /// Drains the records produced to `topic` so far.
+    pub fn read_output(&mut self, topic: &str) -> Vec<OutputRecord> {
+        let (taken, kept) = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .partition(|r| r.topic == topic);
+        self.outputs = kept;
+        taken
+    }
+
+    /// The committed value of `key` in `store`, from whichever partition holds it.
+    pub fn store_get(&self, store: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.backends
+            .iter()
+            .filter(|((name, _), _)| name == store)
+            .find_map(|(_, b)| b.get(key).expect("memory backend"))
+    }
+
+    /// Every changelog record written so far (rolled-back ones excluded).
+    pub fn changelog(&self) -> Vec<ChangelogRecord> {
+        self.changelog.0.lock().expect("poisoned").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts records per key; poison on value "bad"; a transient failure on "flaky".
+    struct Counter;
+
+    impl Processor for Counter {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_>,
+            record: &InputRecord<'_>,
+        ) -> Result<(), ProcessError> {
+            let key = record.key.unwrap_or_default();
+            let n = ctx
+                .store("counts")
+                .get(key)?
+                .map(|v| String::from_utf8(v).unwrap().parse::<u32>().unwrap())
+                .unwrap_or(0)
+                + 1;
+            ctx.store("counts").put(key, n.to_string().as_bytes())?;
+            match record.value {
+                Some(b"bad") => {
+                    return Err(ProcessError::Poison {
+                        class: "test",
+                        reason: "bad value".into(),
+                    });
+                }
+                Some(b"flaky") => return Err(ProcessError::Transient("try later".into())),
+                _ => {}
+            }
+            ctx.forward(OutputRecord {
+                topic: "out".into(),
+                key: key.to_vec(),
+                value: n.to_string().into_bytes(),
+                timestamp: record.timestamp,
+                headers: vec![],
+            });
+            Ok(())
+        }
+    }
+
+    fn topology() -> Topology {
+        Topology {
+            application_id: "counter".into(),
+            source_topics: vec!["in".into()],
+            sink_topics: vec!["out".into()],
+            stores: vec!["counts".into()],
+            processor: Arc::new(|_| Box::new(Counter)),
+        }
+    }
+
+    #[test]
+    fn records_flow_through_stores_and_changelogs() {
+        let mut d = TopologyTestDriver::new(topology(), 4);
+        for _ in 0..3 {
+            d.pipe("in", b"a", b"x", 1).unwrap();
+        }
+        d.pipe("in", b"b", b"x", 1).unwrap();
+        let out: Vec<_> = d
+            .read_output("out")
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).unwrap())
+            .collect();
+        assert_eq!(out, ["1", "2", "3", "1"]);
+        assert_eq!(
+            d.store_get("counts", b"a").as_deref(),
+            Some(b"3".as_slice())
+        );
+        let log = d.changelog();
+        assert_eq!(log.len(), 4);
+        let (pa, pb) = (partition_for(b"a", 4), partition_for(b"b", 4));
+        assert!(
+            log.iter()
+                .all(|(t, p, _, _)| t == "counter-counts-changelog" && [pa, pb].contains(p))
+        );
+    }
+
+    #[test]
+    fn a_failure_rolls_the_record_back_and_poison_is_dead_lettered() {
+        let mut d = TopologyTestDriver::new(topology(), 2);
+        d.pipe("in", b"a", b"x", 1).unwrap();
+        assert!(matches!(
+            d.pipe("in", b"a", b"flaky", 2),
+            Err(ProcessError::Transient(_))
+        ));
+        assert_eq!(
+            d.store_get("counts", b"a").as_deref(),
+            Some(b"1".as_slice()),
+            "rolled back"
+        );
+        assert_eq!(
+            d.changelog().len(),
+            1,
+            "rolled-back changelog record dropped"
+        );
+        d.pipe("in", b"a", b"bad", 3).unwrap();
+        let dlq = d.read_output("counter-dlq");
+        assert_eq!(dlq.len(), 1);
+        assert_eq!(dlq[0].value, b"bad");
+        assert!(
+            dlq[0]
+                .headers
+                .iter()
+                .any(|(k, v)| k == "__dlq.errors.exception.message" && v == b"bad value")
+        );
+        assert!(d.read_output("out").len() == 1, "poison produced no output");
+    }
+
+    #[test]
+    fn skip_and_fail_policies() {
+        let mut d = TopologyTestDriver::new(topology(), 1).with_poison_policy(PoisonPolicy::Skip);
+        d.pipe("in", b"a", b"bad", 1).unwrap();
+        assert!(d.read_output("counter-dlq").is_empty());
+        let mut d = TopologyTestDriver::new(topology(), 1).with_poison_policy(PoisonPolicy::Fail);
+        assert!(matches!(
+            d.pipe("in", b"a", b"bad", 1),
+            Err(ProcessError::Poison { .. })
+        ));
+        assert_eq!(d.store_get("counts", b"a"), None);
+    }
+}
