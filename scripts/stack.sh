@@ -131,6 +131,8 @@ EOF
 start_kafka() {
   if pid_alive "$RUN/kafka.pid"; then
     log "kafka already running (pid $(cat "$RUN/kafka.pid"))"
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then
+    die "port $KAFKA_PORT is taken by a process this script did not start; stop it first"
   else
     write_kafka_config
     if [ ! -f "$RUN/kafka/data/meta.properties" ]; then
@@ -159,14 +161,20 @@ start_kafka() {
 start_registry() {
   if pid_alive "$RUN/registry.pid"; then
     log "registry already running (pid $(cat "$RUN/registry.pid"))"
+  elif registry_ready; then
+    die "port $REGISTRY_PORT already answers but not from a registry this script started; stop it first"
   else
     mkdir -p "$RUN/registry"
     log "starting apicurio registry $APICURIO_VERSION on 127.0.0.1:$REGISTRY_PORT (in-memory storage)"
-    (cd "$RUN/registry" && QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT=$REGISTRY_PORT \
+    # Started from this shell (no subshell), so the pid file holds the JVM's own pid and
+    # `down` really stops it.
+    pushd "$RUN/registry" >/dev/null
+    QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT=$REGISTRY_PORT \
       APICURIO_CCOMPAT_USE_CANONICAL_HASH=true QUARKUS_LOG_LEVEL=WARN \
       nohup java -Xms128m -Xmx512m -jar "$APICURIO_HOME/apicurio-registry-app-$APICURIO_VERSION-runner.jar" \
       >"$RUN/registry/stdout.log" 2>&1 &
-      echo $! >"$RUN/registry.pid")
+    echo $! >"$RUN/registry.pid"
+    popd >/dev/null
   fi
   local deadline=$((SECONDS + 120))
   until registry_ready; do

@@ -431,6 +431,9 @@ impl StreamThread {
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", &app)
             .set("client.id", format!("{app}-{}", self.config.instance_id))
+            // Static membership: a restarted instance takes its partitions straight back
+            // instead of waiting out the dead member's session.
+            .set("group.instance.id", format!("{app}-{}", self.config.instance_id))
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
