@@ -83,5 +83,16 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
 
     let outcome = check_saga_invariants(&app, &orders, i64::from(stock));
     eprintln!("crash test: {outcome:?}");
+    // Operational metrics of the restarted instance: end-to-end latency per input, and
+    // (from librdkafka's statistics, every 5 s) consumer lag and store sizes.
+    assert!(second.metric_sum("erp_end_to_end_latency_seconds_count") > 0.0);
+    eventually(Duration::from_secs(30), "lag and store-size gauges", || {
+        let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", second.port))
+            .ok()?
+            .text()
+            .ok()?;
+        (metrics.contains("erp_consumer_lag_records{") && second.metric_sum("erp_store_keys") > 0.0)
+            .then_some(())
+    });
     second.kill();
 }

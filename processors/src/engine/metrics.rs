@@ -16,6 +16,9 @@ pub struct EngineMetrics {
     pub records_restored: IntCounterVec,
     pub assigned_tasks: IntGaugeVec,
     pub process_seconds: Histogram,
+    pub end_to_end_seconds: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub store_keys: IntGaugeVec,
 }
 
 impl EngineMetrics {
@@ -86,7 +89,26 @@ impl EngineMetrics {
                 HistogramOpts::new("erp_process_seconds", "Time to process one record")
                     .buckets(vec![1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1]),
             )?,
+            end_to_end_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "erp_end_to_end_latency_seconds",
+                    "From an input record's timestamp (the command's time, carried along the saga) to its processing",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["application_id", "topic"],
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("erp_consumer_lag_records", "Records behind the end of each input partition"),
+                &["application_id", "topic", "partition"],
+            )?,
+            store_keys: IntGaugeVec::new(
+                Opts::new("erp_store_keys", "Approximate keys per store on this instance"),
+                &["application_id", "store"],
+            )?,
         };
+        registry.register(Box::new(m.end_to_end_seconds.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.store_keys.clone()))?;
         registry.register(Box::new(m.records_processed.clone()))?;
         registry.register(Box::new(m.records_dead_lettered.clone()))?;
         registry.register(Box::new(m.records_skipped.clone()))?;

@@ -184,6 +184,15 @@ impl TaskManager {
         self.metrics
             .process_seconds
             .observe(started.elapsed().as_secs_f64());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if record.timestamp > 0 {
+            self.metrics
+                .end_to_end_seconds
+                .with_label_values(&[&app, record.topic])
+                .observe((now_ms - record.timestamp).max(0) as f64 / 1000.0);
+        }
         Ok(())
     }
 
@@ -322,7 +331,38 @@ pub(crate) struct EngineContext {
     tasks: Arc<Mutex<TaskManager>>,
 }
 
-impl ClientContext for EngineContext {}
+impl ClientContext for EngineContext {
+    /// librdkafka's statistics (every few seconds): consumer lag per owned partition,
+    /// and store sizes while at it.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Ok(tm) = self.tasks.try_lock() else {
+            return; // busy: the next report will do
+        };
+        let app = tm.topology.application_id.as_str();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if p.partition >= 0 && tm.tasks.contains_key(&p.partition) && p.consumer_lag >= 0 {
+                    tm.metrics
+                        .consumer_lag
+                        .with_label_values(&[app, topic, &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+        let mut keys: BTreeMap<&str, i64> = BTreeMap::new();
+        for task in tm.tasks.values() {
+            for (name, store) in &task.stores {
+                *keys.entry(name).or_default() += store.backend().approximate_len() as i64;
+            }
+        }
+        for (store, n) in keys {
+            tm.metrics
+                .store_keys
+                .with_label_values(&[app, store])
+                .set(n);
+        }
+    }
+}
 
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -433,7 +473,10 @@ impl StreamThread {
             .set("client.id", format!("{app}-{}", self.config.instance_id))
             // Static membership: a restarted instance takes its partitions straight back
             // instead of waiting out the dead member's session.
-            .set("group.instance.id", format!("{app}-{}", self.config.instance_id))
+            .set(
+                "group.instance.id",
+                format!("{app}-{}", self.config.instance_id),
+            )
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -443,6 +486,7 @@ impl StreamThread {
             )
             .set("heartbeat.interval.ms", "1000")
             .set("partition.assignment.strategy", "range")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(EngineContext { tasks: tm.clone() })
             .map_err(|e| EngineError::Kafka(format!("consumer: {e}")))?;
         let topics: Vec<&str> = self
