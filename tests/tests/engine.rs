@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use erp_processors::app::{Engines, topic_specs};
 use erp_processors::engine::{
-    InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology, ensure_topics,
+    InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
+    Topology, ensure_topics,
 };
 use erp_tests::{TestApp, eventually, read_committed};
 
@@ -144,5 +145,106 @@ fn an_abort_mid_transaction_rolls_back_and_reprocesses_exactly_once() {
         })
         .sum();
     assert!(aborted >= 1.0, "an abort happened");
+    engines.stop().unwrap();
+}
+
+/// Counts records; every 200 ms of wall clock reports the running total if it changed
+/// (so the output goes quiet, and a reader can reach its end, once the input stops).
+struct Totaliser {
+    out: String,
+    reported: u64,
+}
+
+impl Processor for Totaliser {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        _: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
+        let store = ctx.store("totals");
+        let n = store
+            .get(b"total")?
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()))
+            + 1;
+        store.put(b"total", &n.to_be_bytes())?;
+        Ok(())
+    }
+
+    fn punctuations(&self) -> Vec<(PunctuationType, Duration)> {
+        vec![(PunctuationType::WallClockTime, Duration::from_millis(200))]
+    }
+
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        _: PunctuationType,
+        now: i64,
+    ) -> Result<(), ProcessError> {
+        let n = ctx
+            .store("totals")
+            .get(b"total")?
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+        if n == self.reported {
+            return Ok(());
+        }
+        self.reported = n;
+        ctx.forward(OutputRecord {
+            topic: self.out.clone(),
+            key: format!("p{}", ctx.partition).into_bytes(),
+            value: n.to_string().into_bytes(),
+            timestamp: now,
+            headers: vec![],
+        });
+        Ok(())
+    }
+}
+
+#[test]
+fn wall_clock_punctuations_run_inside_transactions_on_the_real_broker() {
+    let app = TestApp::new("punct");
+    let prefix = &app.topics.prefix;
+    let (input, output) = (format!("{prefix}in"), format!("{prefix}out"));
+    let topology = {
+        let out = output.clone();
+        Topology {
+            application_id: format!("{prefix}totaliser"),
+            source_topics: vec![input.clone()],
+            sink_topics: vec![output.clone()],
+            stores: vec!["totals".into()],
+            processor: Arc::new(move |_| {
+                Box::new(Totaliser {
+                    out: out.clone(),
+                    reported: 0,
+                })
+            }),
+        }
+    };
+    let specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))
+        .unwrap();
+    let engines = Engines::start(&app.settings, vec![topology]).unwrap();
+    let p = app.publisher();
+    for i in 0..30 {
+        p.send_raw(&input, format!("k{i}").as_bytes(), b"x", 1, &[])
+            .unwrap();
+    }
+    p.flush().unwrap();
+    // Each task reports its own total; the latest reports add up to every record.
+    eventually(
+        Duration::from_secs(60),
+        "punctuated totals to add up to 30",
+        || {
+            let mut latest = std::collections::BTreeMap::new();
+            for r in read_committed(&output) {
+                latest.insert(
+                    r.key.clone(),
+                    String::from_utf8_lossy(&r.value).parse::<u64>().unwrap(),
+                );
+            }
+            (latest.values().sum::<u64>() == 30).then_some(())
+        },
+    );
     engines.stop().unwrap();
 }

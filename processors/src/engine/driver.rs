@@ -17,7 +17,8 @@ use super::config::PoisonPolicy;
 use super::dlq::dead_letter;
 use super::partitioner::partition_for;
 use super::processor::{
-    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,
+    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
+    Schedule, Topology,
 };
 
 /// A changelog record as the driver captured it.
@@ -47,6 +48,8 @@ impl ChangelogCollector for Capture {
 struct DriverTask {
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     processor: Box<dyn Processor>,
+    schedules: Vec<Schedule>,
+    stream_time: i64,
 }
 
 pub struct TopologyTestDriver {
@@ -58,6 +61,8 @@ pub struct TopologyTestDriver {
     changelog: Arc<Capture>,
     outputs: Vec<OutputRecord>,
     offsets: HashMap<(String, i32), i64>,
+    /// The driver's own wall clock (ms), moved only by `advance_wall_clock`.
+    wall_clock: i64,
 }
 
 impl TopologyTestDriver {
@@ -78,11 +83,15 @@ impl TopologyTestDriver {
                 );
                 stores.insert(name.clone(), Box::new(logged));
             }
+            let processor = (topology.processor)(p);
+            let schedules = Schedule::for_processor(processor.as_ref(), 0);
             tasks.insert(
                 p,
                 DriverTask {
                     stores,
-                    processor: (topology.processor)(p),
+                    processor,
+                    schedules,
+                    stream_time: -1,
                 },
             );
         }
@@ -95,7 +104,43 @@ impl TopologyTestDriver {
             changelog,
             outputs: Vec::new(),
             offsets: HashMap::new(),
+            wall_clock: 0,
         }
+    }
+
+    /// Moves the driver's wall clock forward and fires the wall-clock timers that fall
+    /// due, each as its own transaction.
+    pub fn advance_wall_clock(&mut self, by_ms: i64) -> Result<(), ProcessError> {
+        self.wall_clock += by_ms;
+        let now = self.wall_clock;
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in partitions {
+            let task = self.tasks.get_mut(&p).expect("task");
+            let mut due = 0;
+            for s in task.schedules.iter_mut() {
+                due += usize::from(s.due(PunctuationType::WallClockTime, now));
+            }
+            for _ in 0..due {
+                let mut outputs = Vec::new();
+                let task = self.tasks.get_mut(&p).expect("task");
+                let result = {
+                    let mut ctx = ProcessorContext::new(p, &mut task.stores, &mut outputs);
+                    task.processor
+                        .punctuate(&mut ctx, PunctuationType::WallClockTime, now)
+                };
+                if let Err(e) = result {
+                    for store in task.stores.values_mut() {
+                        store.abort();
+                    }
+                    return Err(e);
+                }
+                for store in task.stores.values_mut() {
+                    store.commit(None)?;
+                }
+                self.outputs.extend(outputs);
+            }
+        }
+        Ok(())
     }
 
     pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
@@ -153,7 +198,19 @@ impl TopologyTestDriver {
         let mut outputs = Vec::new();
         let result = {
             let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
-            task.processor.process(&mut ctx, &record)
+            task.processor.process(&mut ctx, &record).and_then(|()| {
+                // Stream-time timers fire inside the record's transaction, as in the engine.
+                task.stream_time = task.stream_time.max(timestamp);
+                let now = task.stream_time;
+                let mut due = 0;
+                for s in task.schedules.iter_mut() {
+                    due += usize::from(s.due(PunctuationType::StreamTime, now));
+                }
+                (0..due).try_for_each(|_| {
+                    task.processor
+                        .punctuate(&mut ctx, PunctuationType::StreamTime, now)
+                })
+            })
         };
         let rollback = |task: &mut DriverTask, capture: &Capture| {
             for store in task.stores.values_mut() {
@@ -255,6 +312,74 @@ mod tests {
             });
             Ok(())
         }
+    }
+
+    /// Emits the total count every second of wall clock and every 10 ms of stream time.
+    struct Ticker;
+
+    impl Processor for Ticker {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_>,
+            _: &InputRecord<'_>,
+        ) -> Result<(), ProcessError> {
+            let n = ctx.store("counts").get(b"n")?.map_or(0, |v| v[0]) + 1;
+            ctx.store("counts").put(b"n", &[n])?;
+            Ok(())
+        }
+
+        fn punctuations(&self) -> Vec<(PunctuationType, std::time::Duration)> {
+            vec![
+                (
+                    PunctuationType::WallClockTime,
+                    std::time::Duration::from_secs(1),
+                ),
+                (
+                    PunctuationType::StreamTime,
+                    std::time::Duration::from_millis(10),
+                ),
+            ]
+        }
+
+        fn punctuate(
+            &mut self,
+            ctx: &mut ProcessorContext<'_>,
+            kind: PunctuationType,
+            ts: i64,
+        ) -> Result<(), ProcessError> {
+            let n = ctx.store("counts").get(b"n")?.map_or(0, |v| v[0]);
+            ctx.forward(OutputRecord {
+                topic: "out".into(),
+                key: b"tick".to_vec(),
+                value: format!("{kind:?}@{ts}:{n}").into_bytes(),
+                timestamp: ts,
+                headers: vec![],
+            });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn wall_clock_and_stream_time_punctuations_fire_per_interval() {
+        let topology = Topology {
+            application_id: "ticker".into(),
+            source_topics: vec!["in".into()],
+            sink_topics: vec!["out".into()],
+            stores: vec!["counts".into()],
+            processor: Arc::new(|_| Box::new(Ticker)),
+        };
+        let mut d = TopologyTestDriver::new(topology, 1);
+        d.pipe("in", b"k", b"x", 3).unwrap(); // stream time starts: next tick at 10
+        d.pipe("in", b"k", b"x", 9).unwrap();
+        d.pipe("in", b"k", b"x", 25).unwrap(); // passes 10 (and 20): one tick
+        d.advance_wall_clock(500).unwrap();
+        d.advance_wall_clock(600).unwrap(); // passes 1000
+        let ticks: Vec<String> = d
+            .read_output("out")
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).unwrap())
+            .collect();
+        assert_eq!(ticks, ["StreamTime@25:3", "WallClockTime@1100:3"]);
     }
 
     fn topology() -> Topology {

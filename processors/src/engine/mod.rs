@@ -28,6 +28,7 @@ pub use driver::{ChangelogRecord, TopologyTestDriver};
 pub use metrics::EngineMetrics;
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{
-    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, Topology,
+    Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
+    Topology,
 };
 pub use runtime::{EngineError, StreamThread};

@@ -81,6 +81,14 @@ impl<'a> ProcessorContext<'a> {
     }
 }
 
+/// What drives a punctuation: the wall clock, or the task's stream time (the largest
+/// record timestamp it has seen), as in Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunctuationType {
+    WallClockTime,
+    StreamTime,
+}
+
 /// A processor: a thin adapter from records to a bounded context's decider.
 pub trait Processor: Send {
     fn process(
@@ -88,6 +96,77 @@ pub trait Processor: Send {
         ctx: &mut ProcessorContext<'_>,
         record: &InputRecord<'_>,
     ) -> Result<(), ProcessError>;
+
+    /// Timers of this processor's task: each fires `punctuate` at most once per
+    /// interval. Its outputs and store writes join the open transaction.
+    fn punctuations(&self) -> Vec<(PunctuationType, std::time::Duration)> {
+        Vec::new()
+    }
+
+    /// Called when a timer fires; `timestamp` is wall-clock or stream time (ms).
+    fn punctuate(
+        &mut self,
+        _ctx: &mut ProcessorContext<'_>,
+        _kind: PunctuationType,
+        _timestamp: i64,
+    ) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+/// One timer of a task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    pub kind: PunctuationType,
+    pub interval_ms: i64,
+    /// Next time (wall or stream, ms) at which it fires; None until stream time starts.
+    pub next_at: Option<i64>,
+}
+
+impl Schedule {
+    pub(crate) fn for_processor(processor: &dyn Processor, now_ms: i64) -> Vec<Schedule> {
+        processor
+            .punctuations()
+            .into_iter()
+            .map(|(kind, every)| {
+                let interval_ms = (every.as_millis() as i64).max(1);
+                let next_at = match kind {
+                    PunctuationType::WallClockTime => Some(now_ms + interval_ms),
+                    PunctuationType::StreamTime => None,
+                };
+                Schedule {
+                    kind,
+                    interval_ms,
+                    next_at,
+                }
+            })
+            .collect()
+    }
+
+    /// True (and re-armed) if the timer of `kind` is due at `time`.
+    pub(crate) fn due(&mut self, kind: PunctuationType, time: i64) -> bool {
+        if self.kind != kind {
+            return false;
+        }
+        match self.next_at {
+            None => {
+                // Stream time starts with the first record: fire on the next interval.
+                self.next_at = Some((time / self.interval_ms + 1) * self.interval_ms);
+                false
+            }
+            Some(at) if time >= at => {
+                self.next_at = Some((time / self.interval_ms + 1) * self.interval_ms);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Builds the processor of one task (partition).

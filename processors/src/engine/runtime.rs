@@ -24,7 +24,10 @@ use super::config::{EngineConfig, PoisonPolicy};
 use super::dlq::dead_letter;
 use super::guard::check_stable_names;
 use super::metrics::EngineMetrics;
-use super::processor::{InputRecord, OutputRecord, ProcessError, ProcessorContext, Topology};
+use super::processor::{
+    InputRecord, OutputRecord, ProcessError, ProcessorContext, PunctuationType, Schedule, Topology,
+    wall_clock_ms,
+};
 use super::restore::{RestoreTarget, restore};
 use super::task::StreamTask;
 
@@ -161,18 +164,8 @@ impl TaskManager {
             Err(ProcessError::Store(e)) => return Err(e.into()),
             Err(ProcessError::Fatal(reason)) => return Err(EngineError::Fatal(reason)),
         }
-        for out in &outputs {
-            self.collector
-                .send(
-                    &out.topic,
-                    None,
-                    &out.key,
-                    Some(&out.value),
-                    &out.headers,
-                    Some(out.timestamp),
-                )
-                .map_err(EngineError::Abortable)?;
-        }
+        self.send_outputs(&outputs)?;
+        self.advance_stream_time(partition, record.timestamp)?;
         self.consumed.insert(tp, record.offset + 1);
         if let TxnState::Open { records, .. } = &mut self.txn {
             *records += 1;
@@ -184,14 +177,87 @@ impl TaskManager {
         self.metrics
             .process_seconds
             .observe(started.elapsed().as_secs_f64());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = wall_clock_ms();
         if record.timestamp > 0 {
             self.metrics
                 .end_to_end_seconds
                 .with_label_values(&[&app, record.topic])
                 .observe((now_ms - record.timestamp).max(0) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    fn send_outputs(&self, outputs: &[OutputRecord]) -> Result<(), EngineError> {
+        for out in outputs {
+            self.collector
+                .send(
+                    &out.topic,
+                    None,
+                    &out.key,
+                    Some(&out.value),
+                    &out.headers,
+                    Some(out.timestamp),
+                )
+                .map_err(EngineError::Abortable)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one timer of a task inside the open transaction.
+    fn punctuate(
+        &mut self,
+        partition: i32,
+        kind: PunctuationType,
+        time: i64,
+    ) -> Result<(), EngineError> {
+        self.ensure_open()?;
+        let task = self
+            .tasks
+            .get_mut(&partition)
+            .expect("punctuating an owned task");
+        let mut outputs = Vec::new();
+        let result = {
+            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            task.processor.punctuate(&mut ctx, kind, time)
+        };
+        match result {
+            Ok(()) => self.send_outputs(&outputs),
+            Err(ProcessError::Transient(reason)) => Err(EngineError::Abortable(reason)),
+            Err(ProcessError::Store(e)) => Err(e.into()),
+            Err(e) => Err(EngineError::Fatal(format!(
+                "punctuation of task {partition}: {e}"
+            ))),
+        }
+    }
+
+    /// A record moved the task's stream time: fire its due stream-time timers.
+    fn advance_stream_time(&mut self, partition: i32, timestamp: i64) -> Result<(), EngineError> {
+        let task = self.tasks.get_mut(&partition).expect("owned task");
+        task.stream_time = task.stream_time.max(timestamp);
+        let now = task.stream_time;
+        let mut due = 0;
+        for s in task.schedules.iter_mut() {
+            due += usize::from(s.due(PunctuationType::StreamTime, now));
+        }
+        for _ in 0..due {
+            self.punctuate(partition, PunctuationType::StreamTime, now)?;
+        }
+        Ok(())
+    }
+
+    /// Fires every wall-clock timer that is due, on every task.
+    fn punctuate_wall_clock(&mut self) -> Result<(), EngineError> {
+        let now = wall_clock_ms();
+        let mut due = Vec::new();
+        for (p, task) in self.tasks.iter_mut() {
+            for s in task.schedules.iter_mut() {
+                if s.due(PunctuationType::WallClockTime, now) {
+                    due.push(*p);
+                }
+            }
+        }
+        for p in due {
+            self.punctuate(p, PunctuationType::WallClockTime, now)?;
         }
         Ok(())
     }
@@ -272,7 +338,9 @@ impl TaskManager {
                 StreamTask {
                     partition: p,
                     stores,
+                    schedules: Schedule::for_processor(processor.as_ref(), wall_clock_ms()),
                     processor,
+                    stream_time: -1,
                 },
             );
         }
@@ -540,6 +608,14 @@ impl StreamThread {
                 },
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
+            }
+            match guard.punctuate_wall_clock() {
+                Ok(()) => {}
+                Err(EngineError::Abortable(reason)) => {
+                    tracing::warn!(%reason, "punctuation failed; aborting transaction");
+                    guard.abort(consumer)?;
+                }
+                Err(e) => return Err(e),
             }
             guard.producer.poll(Duration::ZERO);
             if guard.should_commit() {
