@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use erp_processors::app::{Engines, topic_specs};
 use erp_processors::engine::{
-    InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
-    Topology, ensure_topics,
+    GlobalStoreSpec, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext,
+    PunctuationType, TopicSpec, Topology, ensure_topics,
 };
 use erp_tests::{TestApp, eventually, read_committed};
 
@@ -63,6 +63,7 @@ fn an_abort_mid_transaction_rolls_back_and_reprocesses_exactly_once() {
             source_topics: vec![input.clone()],
             sink_topics: vec![output.clone()],
             stores: vec!["counts".into()],
+            global_stores: vec![],
             processor: Arc::new(move |_| {
                 Box::new(Counter {
                     out: out.clone(),
@@ -211,6 +212,7 @@ fn wall_clock_punctuations_run_inside_transactions_on_the_real_broker() {
             source_topics: vec![input.clone()],
             sink_topics: vec![output.clone()],
             stores: vec!["totals".into()],
+            global_stores: vec![],
             processor: Arc::new(move |_| {
                 Box::new(Totaliser {
                     out: out.clone(),
@@ -245,6 +247,125 @@ fn wall_clock_punctuations_run_inside_transactions_on_the_real_broker() {
             }
             (latest.values().sum::<u64>() == 30).then_some(())
         },
+    );
+    engines.stop().unwrap();
+}
+
+/// Looks each input key up in the global store "prices".
+struct Pricer {
+    out: String,
+}
+
+impl Processor for Pricer {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
+        let key = record.key.unwrap_or_default();
+        let price = ctx
+            .global("prices", key)?
+            .unwrap_or_else(|| b"unknown".to_vec());
+        ctx.forward(OutputRecord {
+            topic: self.out.clone(),
+            key: key.to_vec(),
+            value: price,
+            timestamp: record.timestamp,
+            headers: vec![],
+        });
+        Ok(())
+    }
+}
+
+#[test]
+fn global_stores_are_complete_before_processing_and_follow_their_topic() {
+    let app = TestApp::new("global");
+    let prefix = &app.topics.prefix;
+    let (input, output, prices) = (
+        format!("{prefix}in"),
+        format!("{prefix}out"),
+        format!("{prefix}prices"),
+    );
+    let topology = {
+        let out = output.clone();
+        Topology {
+            application_id: format!("{prefix}pricer"),
+            source_topics: vec![input.clone()],
+            sink_topics: vec![output.clone()],
+            stores: vec![],
+            global_stores: vec![GlobalStoreSpec {
+                name: "prices".into(),
+                topic: prices.clone(),
+            }],
+            processor: Arc::new(move |_| Box::new(Pricer { out: out.clone() })),
+        }
+    };
+    let mut specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    specs.push(TopicSpec::new(prices.clone(), 2, 1).compacted());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))
+        .unwrap();
+    let p = app.publisher();
+    for i in 0..200 {
+        p.send_raw(
+            &prices,
+            format!("SKU-{i}").as_bytes(),
+            format!("{}", 10 + i).as_bytes(),
+            1,
+            &[],
+        )
+        .unwrap();
+    }
+    p.flush().unwrap();
+
+    // Inputs are already waiting when the engine starts: they must all see the prices.
+    for k in ["SKU-0", "SKU-199", "SKU-X"] {
+        p.send_raw(&input, k.as_bytes(), b"?", 1, &[]).unwrap();
+    }
+    p.flush().unwrap();
+    let engines = Engines::start(&app.settings, vec![topology]).unwrap();
+    let priced = |want: usize| {
+        eventually(Duration::from_secs(60), "priced outputs", || {
+            let out = read_committed(&output);
+            (out.len() >= want).then_some(out)
+        })
+    };
+    let out = priced(3);
+    let got: std::collections::BTreeMap<_, _> = out
+        .iter()
+        .map(|r| {
+            (
+                r.key.clone(),
+                String::from_utf8_lossy(&r.value).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got["SKU-0"], "10");
+    assert_eq!(got["SKU-199"], "209");
+    assert_eq!(got["SKU-X"], "unknown");
+
+    // An update on the topic reaches the global store, and later records see it.
+    p.send_raw(&prices, b"SKU-0", b"99", 2, &[]).unwrap();
+    p.flush().unwrap();
+    let stores = engines.state.stores.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the update in the global store",
+        || {
+            (stores.get("prices", b"SKU-0").unwrap().as_deref() == Some(b"99".as_slice()))
+                .then_some(())
+        },
+    );
+    p.send_raw(&input, b"SKU-0", b"?", 3, &[]).unwrap();
+    p.flush().unwrap();
+    let out = priced(4);
+    assert_eq!(
+        out.iter()
+            .filter(|r| r.key == "SKU-0")
+            .map(|r| r.value.clone())
+            .last(),
+        Some(b"99".to_vec())
     );
     engines.stop().unwrap();
 }

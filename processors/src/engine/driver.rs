@@ -15,6 +15,7 @@ use erp_state_stores::{
 
 use super::config::PoisonPolicy;
 use super::dlq::dead_letter;
+use super::global::GlobalStores;
 use super::partitioner::partition_for;
 use super::processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
@@ -63,6 +64,8 @@ pub struct TopologyTestDriver {
     offsets: HashMap<(String, i32), i64>,
     /// The driver's own wall clock (ms), moved only by `advance_wall_clock`.
     wall_clock: i64,
+    globals: GlobalStores,
+    global_backends: BTreeMap<String, Arc<MemoryBackend>>,
 }
 
 impl TopologyTestDriver {
@@ -95,6 +98,13 @@ impl TopologyTestDriver {
                 },
             );
         }
+        let mut globals = GlobalStores::default();
+        let mut global_backends = BTreeMap::new();
+        for spec in &topology.global_stores {
+            let backend = Arc::new(MemoryBackend::new(spec.name.clone()));
+            global_backends.insert(spec.name.clone(), backend.clone());
+            globals.insert(&spec.name, vec![backend]);
+        }
         Self {
             topology,
             partitions,
@@ -105,7 +115,20 @@ impl TopologyTestDriver {
             outputs: Vec::new(),
             offsets: HashMap::new(),
             wall_clock: 0,
+            globals,
+            global_backends,
         }
+    }
+
+    /// Writes a record of a global store's topic (a `None` value deletes the key).
+    pub fn pipe_global(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) {
+        let backend = self
+            .global_backends
+            .get(store)
+            .unwrap_or_else(|| panic!("global store {store} is not declared by the topology"));
+        backend
+            .write_batch(&[(key.to_vec(), value.map(<[u8]>::to_vec))], None)
+            .expect("memory backend");
     }
 
     /// Moves the driver's wall clock forward and fires the wall-clock timers that fall
@@ -124,7 +147,8 @@ impl TopologyTestDriver {
                 let mut outputs = Vec::new();
                 let task = self.tasks.get_mut(&p).expect("task");
                 let result = {
-                    let mut ctx = ProcessorContext::new(p, &mut task.stores, &mut outputs);
+                    let mut ctx =
+                        ProcessorContext::new(p, &mut task.stores, &mut outputs, &self.globals);
                     task.processor
                         .punctuate(&mut ctx, PunctuationType::WallClockTime, now)
                 };
@@ -197,7 +221,8 @@ impl TopologyTestDriver {
             .expect("a task per partition");
         let mut outputs = Vec::new();
         let result = {
-            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            let mut ctx =
+                ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
             task.processor.process(&mut ctx, &record).and_then(|()| {
                 // Stream-time timers fire inside the record's transaction, as in the engine.
                 task.stream_time = task.stream_time.max(timestamp);
@@ -366,6 +391,7 @@ mod tests {
             source_topics: vec!["in".into()],
             sink_topics: vec!["out".into()],
             stores: vec!["counts".into()],
+            global_stores: vec![],
             processor: Arc::new(|_| Box::new(Ticker)),
         };
         let mut d = TopologyTestDriver::new(topology, 1);
@@ -388,6 +414,7 @@ mod tests {
             source_topics: vec!["in".into()],
             sink_topics: vec!["out".into()],
             stores: vec!["counts".into()],
+            global_stores: vec![],
             processor: Arc::new(|_| Box::new(Counter)),
         }
     }

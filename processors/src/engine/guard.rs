@@ -87,6 +87,7 @@ mod tests {
             source_topics: vec!["in".into()],
             sink_topics: vec![],
             stores: stores.iter().map(|s| s.to_string()).collect(),
+            global_stores: vec![],
             processor: Arc::new(|_| unreachable!("not run")),
         }
     }

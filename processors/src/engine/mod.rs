@@ -14,6 +14,7 @@ mod commit;
 mod config;
 mod dlq;
 mod driver;
+mod global;
 mod guard;
 mod metrics;
 mod partitioner;
@@ -25,6 +26,7 @@ mod task;
 pub use admin::{TopicSpec, ensure_topics};
 pub use config::{EngineConfig, PoisonPolicy};
 pub use driver::{ChangelogRecord, TopologyTestDriver};
+pub use global::{GlobalStoreSpec, GlobalStores};
 pub use metrics::EngineMetrics;
 pub use partitioner::{murmur2, partition_for};
 pub use processor::{

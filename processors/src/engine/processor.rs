@@ -3,6 +3,8 @@ use std::sync::Arc;
 
 use erp_state_stores::{KeyValueStore, StoreError};
 
+use super::global::{GlobalStoreSpec, GlobalStores};
+
 /// A header as it travels on Kafka.
 pub type Header = (String, Vec<u8>);
 
@@ -51,6 +53,7 @@ pub struct ProcessorContext<'a> {
     pub partition: i32,
     pub(crate) stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
     pub(crate) outputs: &'a mut Vec<OutputRecord>,
+    pub(crate) globals: &'a GlobalStores,
 }
 
 impl<'a> ProcessorContext<'a> {
@@ -58,12 +61,19 @@ impl<'a> ProcessorContext<'a> {
         partition: i32,
         stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
         outputs: &'a mut Vec<OutputRecord>,
+        globals: &'a GlobalStores,
     ) -> Self {
         Self {
             partition,
             stores,
             outputs,
+            globals,
         }
+    }
+
+    /// Reads `key` from the global store `name` (read-only: its topic is its only writer).
+    pub fn global(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
+        Ok(self.globals.get(name, key)?)
     }
 
     /// The task's store called `name`. Panics on a name the topology did not declare:
@@ -184,6 +194,8 @@ pub struct Topology {
     pub sink_topics: Vec<String>,
     /// Store names; each gets `<application_id>-<store>-changelog`.
     pub stores: Vec<String>,
+    /// Global stores: a full copy of a topic on every instance, restored before processing.
+    pub global_stores: Vec<GlobalStoreSpec>,
     pub processor: ProcessorFactory,
 }
 

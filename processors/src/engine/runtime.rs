@@ -22,6 +22,7 @@ use super::collector::{DeliveryTracker, RecordCollector, TxProducer};
 use super::commit::TxnState;
 use super::config::{EngineConfig, PoisonPolicy};
 use super::dlq::dead_letter;
+use super::global::{GlobalStores, start_global_stores};
 use super::guard::check_stable_names;
 use super::metrics::EngineMetrics;
 use super::processor::{
@@ -66,6 +67,7 @@ pub(crate) struct TaskManager {
     readiness: Readiness,
     /// A failure inside a rebalance callback, surfaced by the loop.
     failed: Option<EngineError>,
+    globals: GlobalStores,
 }
 
 impl TaskManager {
@@ -114,7 +116,8 @@ impl TaskManager {
         let mut outputs: Vec<OutputRecord> = Vec::new();
         let task = self.tasks.get_mut(&partition).expect("checked above");
         let result = {
-            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            let mut ctx =
+                ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
             task.processor.process(&mut ctx, &record)
         };
         let app = self.topology.application_id.clone();
@@ -217,7 +220,8 @@ impl TaskManager {
             .expect("punctuating an owned task");
         let mut outputs = Vec::new();
         let result = {
-            let mut ctx = ProcessorContext::new(partition, &mut task.stores, &mut outputs);
+            let mut ctx =
+                ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
             task.processor.punctuate(&mut ctx, kind, time)
         };
         match result {
@@ -499,6 +503,15 @@ impl StreamThread {
             &broker_topics,
             self.config.allow_topology_change,
         )?;
+        // Global stores first: processing must not start before they are complete.
+        let (globals, global_thread) = start_global_stores(
+            &self.config,
+            &app,
+            &self.topology.global_stores,
+            &self.registry,
+            &self.metrics,
+            self.shutdown.clone(),
+        )?;
         let producer: TxProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set(
@@ -534,6 +547,7 @@ impl StreamThread {
             registry: self.registry.clone(),
             readiness: self.readiness.clone(),
             failed: None,
+            globals,
         }));
         let consumer: BaseConsumer<EngineContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
@@ -582,6 +596,10 @@ impl StreamThread {
         consumer.unsubscribe();
         drop(consumer);
         self.readiness.set(&app, false);
+        if let Some(t) = global_thread {
+            self.shutdown.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
         result
     }
 

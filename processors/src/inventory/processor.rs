@@ -26,6 +26,7 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
         source_topics: vec![topics.inventory_commands()],
         sink_topics: vec![topics.inventory_events(), topics.order_replies()],
         stores: vec![PRODUCTS_STORE.to_string(), PROCESSED_STORE.to_string()],
+        global_stores: vec![],
         processor: Arc::new(move |_| {
             Box::new(InventoryProcessor {
                 serde: serde.clone(),

@@ -28,6 +28,7 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
         source_topics: vec![topics.order_commands(), topics.order_replies()],
         sink_topics: vec![topics.order_events(), topics.inventory_commands()],
         stores: vec![ORDERS_STORE.to_string(), PROCESSED_STORE.to_string()],
+        global_stores: vec![],
         processor: Arc::new(move |_| {
             Box::new(OrderProcessor {
                 serde: serde.clone(),
