@@ -362,9 +362,9 @@ fn global_stores_are_complete_before_processing_and_follow_their_topic() {
     let out = priced(4);
     assert_eq!(
         out.iter()
-            .filter(|r| r.key == "SKU-0")
-            .map(|r| r.value.clone())
-            .last(),
+            .rev()
+            .find(|r| r.key == "SKU-0")
+            .map(|r| r.value.clone()),
         Some(b"99".to_vec())
     );
     engines.stop().unwrap();
