@@ -104,6 +104,7 @@ impl Engines {
         config.rocksdb = RocksDbOptions::with_memory_budget(settings.store_memory_mb << 20);
         config.poison_policy = settings.poison_policy.parse().map_err(anyhow::Error::msg)?;
         config.allow_topology_change = settings.allow_topology_change;
+        config.standby_replicas = settings.standby_replicas;
         // process_resident_memory_bytes & co., for the memory budget's effect on RSS.
         metrics.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

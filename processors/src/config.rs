@@ -34,9 +34,12 @@ pub struct Settings {
     pub poison_policy: String,
     /// Start even though stores of this application id disappeared (`ERP_ALLOW_TOPOLOGY_CHANGE`).
     pub allow_topology_change: bool,
+    /// Warm standby replicas of other instances' stores (`ERP_STANDBY_REPLICAS`, 0 = none).
+    pub standby_replicas: usize,
 }
 
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 13] = [
+    "standby_replicas",
     "store_memory_mb",
     "poison_policy",
     "allow_topology_change",
@@ -66,6 +69,7 @@ impl Default for Settings {
             store_memory_mb: 128,
             poison_policy: "dlq".into(),
             allow_topology_change: false,
+            standby_replicas: 0,
         }
     }
 }

@@ -40,8 +40,14 @@ pub struct Instance {
 
 impl Instance {
     pub fn spawn(app: &TestApp, id: &str, state_dir: &Path) -> Self {
+        Self::spawn_with(app, id, state_dir, &[])
+    }
+
+    /// Like `spawn`, with extra `ERP_*` settings.
+    pub fn spawn_with(app: &TestApp, id: &str, state_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(erp_binary())
+            .envs(env.iter().copied())
             .arg("run")
             .env("ERP_BOOTSTRAP_SERVERS", &app.settings.bootstrap_servers)
             .env("ERP_SCHEMA_REGISTRY_URL", &app.settings.schema_registry_url)

@@ -75,3 +75,77 @@ fn three_instances_survive_stop_kill_and_join_under_load() {
     c.kill();
     d.kill();
 }
+
+/// Two instances, a load, then one is killed: returns (records the survivor restored
+/// taking over, changelog records of the application, seconds from kill to ready).
+fn failover(standby_replicas: &str) -> (f64, usize, f64) {
+    let app = TestApp::with_partitions(&format!("standby{standby_replicas}"), 4);
+    let env = [("ERP_STANDBY_REPLICAS", standby_replicas)];
+    let a = Instance::spawn_with(&app, "a", &app.state_path().join("a"), &env);
+    let b = Instance::spawn_with(&app, "b", &app.state_path().join("b"), &env);
+    a.wait_ready();
+    b.wait_ready();
+    eventually(
+        Duration::from_secs(60),
+        "tasks spread over both instances",
+        || {
+            (a.metric_sum("erp_assigned_tasks") == 4.0 && b.metric_sum("erp_assigned_tasks") == 4.0)
+                .then_some(())
+        },
+    );
+    let p = app.publisher();
+    let mut rng = sample::Rng::new(3);
+    for cmd in sample::products(&mut rng, 10, 500, 1) {
+        p.inventory(&cmd).unwrap();
+    }
+    let orders: Vec<wire::OrderCommand> = (0..300)
+        .map(|i| sample::order(&mut rng, 10, 10 + i))
+        .collect();
+    for o in &orders {
+        p.order(o).unwrap();
+    }
+    p.flush().unwrap();
+    check_saga_invariants(&app, &orders, 500);
+    let before = a.metric_sum("erp_records_restored_total");
+    let killed = std::time::Instant::now();
+    b.kill();
+    eventually(Duration::from_secs(90), "a to take over every task", || {
+        (a.metric_sum("erp_assigned_tasks") == 8.0).then_some(())
+    });
+    a.wait_ready();
+    let took = killed.elapsed().as_secs_f64();
+    let restored = a.metric_sum("erp_records_restored_total") - before;
+    let changelog: usize = [
+        ("order", ["orders", "processed-ids"]),
+        ("inventory", ["products", "processed-ids"]),
+    ]
+    .iter()
+    .flat_map(|(ctx, stores)| {
+        let app_id = app.topics.application_id(ctx);
+        stores
+            .iter()
+            .map(move |s| format!("{app_id}-{s}-changelog"))
+    })
+    .map(|t| app.read_raw(&t).len())
+    .sum();
+    a.kill();
+    (restored, changelog, took)
+}
+
+#[test]
+fn standby_replicas_make_a_failover_restore_only_a_tail() {
+    let (cold, cold_log, cold_s) = failover("0");
+    let (warm, warm_log, warm_s) = failover("1");
+    eprintln!(
+        "failover without standbys: restored {cold} of {cold_log} changelog records, ready after {cold_s:.1}s; \
+         with 1 standby: restored {warm} of {warm_log}, ready after {warm_s:.1}s"
+    );
+    assert!(
+        cold > 0.0,
+        "without standbys the survivor restores the lost tasks' stores"
+    );
+    assert!(
+        warm * 10.0 < cold,
+        "a warm standby restores only a tail: {warm} vs {cold}"
+    );
+}

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub rocksdb: RocksDbOptions,
     /// Start even if the stores differ from what this application id had before.
     pub allow_topology_change: bool,
+    /// Warm replicas per owned partition kept of other partitions' stores (0: none).
+    pub standby_replicas: usize,
 }
 
 impl EngineConfig {
@@ -67,6 +69,7 @@ impl EngineConfig {
             poison_policy: PoisonPolicy::DeadLetter,
             rocksdb: RocksDbOptions::default(),
             allow_topology_change: false,
+            standby_replicas: 0,
         }
     }
 }

@@ -21,6 +21,7 @@ mod partitioner;
 mod processor;
 mod restore;
 mod runtime;
+mod standby;
 mod task;
 
 pub use admin::{TopicSpec, ensure_topics};

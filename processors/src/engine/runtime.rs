@@ -30,6 +30,7 @@ use super::processor::{
     wall_clock_ms,
 };
 use super::restore::{RestoreTarget, restore};
+use super::standby::{SharedStandbys, start_standbys};
 use super::task::StreamTask;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,7 @@ pub(crate) struct TaskManager {
     /// A failure inside a rebalance callback, surfaced by the loop.
     failed: Option<EngineError>,
     globals: GlobalStores,
+    standbys: SharedStandbys,
 }
 
 impl TaskManager {
@@ -282,6 +284,11 @@ impl TaskManager {
         new_partitions.sort();
         new_partitions.dedup();
         let app = self.topology.application_id.clone();
+        // Warm replicas of these partitions become the active tasks' stores.
+        self.standbys
+            .lock()
+            .expect("poisoned")
+            .take_over(&new_partitions);
         let mut targets = Vec::new();
         let mut backends: BTreeMap<(i32, String), Arc<dyn StoreBackend>> = BTreeMap::new();
         for &p in &new_partitions {
@@ -379,6 +386,7 @@ impl TaskManager {
             self.abort(consumer)?;
         }
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.standbys.lock().expect("poisoned").release(&revoked);
         for p in revoked {
             if let Some(task) = self.tasks.remove(&p) {
                 for store in task.stores.keys() {
@@ -504,6 +512,7 @@ impl StreamThread {
             self.config.allow_topology_change,
         )?;
         // Global stores first: processing must not start before they are complete.
+        let standbys = SharedStandbys::default();
         let (globals, global_thread) = start_global_stores(
             &self.config,
             &app,
@@ -548,7 +557,14 @@ impl StreamThread {
             readiness: self.readiness.clone(),
             failed: None,
             globals,
+            standbys: standbys.clone(),
         }));
+        let standby_thread = start_standbys(
+            &self.config,
+            &self.topology,
+            standbys,
+            self.shutdown.clone(),
+        );
         let consumer: BaseConsumer<EngineContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", &app)
@@ -596,7 +612,7 @@ impl StreamThread {
         consumer.unsubscribe();
         drop(consumer);
         self.readiness.set(&app, false);
-        if let Some(t) = global_thread {
+        for t in [global_thread, standby_thread].into_iter().flatten() {
             self.shutdown.store(true, Ordering::Relaxed);
             let _ = t.join();
         }
