@@ -583,7 +583,10 @@ impl StreamThread {
                 self.config.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
-            .set("partition.assignment.strategy", "range")
+            .set(
+                "partition.assignment.strategy",
+                assignment_strategy(&self.topology),
+            )
             .set("statistics.interval.ms", "5000")
             .create_with_context(EngineContext { tasks: tm.clone() })
             .map_err(|e| EngineError::Kafka(format!("consumer: {e}")))?;
@@ -669,4 +672,16 @@ fn list_topics(bootstrap: &str) -> Result<Vec<String>, EngineError> {
         .fetch_metadata(None, Duration::from_secs(30))
         .map_err(|e| EngineError::Kafka(format!("cannot list topics on {bootstrap}: {e}")))?;
     Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
+}
+
+/// Cooperative-sticky (incremental rebalances: partitions that stay put keep being
+/// processed) where librdkafka allows it for us: a single source topic. Co-partitioned
+/// sources need partition `p` of every source on the same instance, which among
+/// librdkafka's assignors only the eager `range` guarantees.
+fn assignment_strategy(topology: &Topology) -> &'static str {
+    if topology.source_topics.len() == 1 {
+        "cooperative-sticky"
+    } else {
+        "range"
+    }
 }
