@@ -10,15 +10,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use erp_state_stores::{RocksDbBackend, StoreBackend, StoreError, StoreRegistry, Write};
+use erp_state_stores::{RocksDbBackend, StoreBackend, StoreError, StoreRegistry};
 
 use super::EngineError;
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
-use super::restore::{RestoreTarget, restore};
+use super::restore::{RestoreTarget, poll_burst, restore};
 
 /// A global store fed by `topic`: keys and values are stored as they are on the topic
 /// (a null value deletes the key).
@@ -154,24 +153,7 @@ fn tail(
         .assign(&tpl)
         .map_err(|e| EngineError::Kafka(e.to_string()))?;
     while !shutdown.load(Ordering::Relaxed) {
-        // Apply what one poll burst brings, one batch (with checkpoint) per partition.
-        let mut batches: HashMap<(String, i32), (Vec<Write>, i64)> = HashMap::new();
-        let mut next = consumer.poll(Duration::from_millis(200));
-        while let Some(msg) = next {
-            let m = msg.map_err(|e| EngineError::Kafka(format!("global consumer: {e}")))?;
-            let entry = batches
-                .entry((m.topic().to_string(), m.partition()))
-                .or_default();
-            entry.0.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().map(<[u8]>::to_vec),
-            ));
-            entry.1 = m.offset() + 1;
-            if entry.0.len() >= 1000 {
-                break;
-            }
-            next = consumer.poll(Duration::ZERO);
-        }
+        let batches = poll_burst(&consumer)?;
         for (tp, (writes, checkpoint)) in batches {
             if let Some(t) = by_tp.get(&tp) {
                 t.backend.write_batch(&writes, Some(checkpoint))?;

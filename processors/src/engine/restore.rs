@@ -265,3 +265,31 @@ fn position<C: ConsumerContext>(
         _ => None,
     }
 }
+
+/// Committed changelog records one poll burst brings (up to 1000 per partition),
+/// grouped by (topic, partition) with the offset to checkpoint after them: how standby
+/// replicas and global stores follow their topics.
+pub(crate) type Burst = HashMap<(String, i32), (Vec<Write>, i64)>;
+
+pub(crate) fn poll_burst<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+) -> Result<Burst, EngineError> {
+    let mut batches: Burst = HashMap::new();
+    let mut next = consumer.poll(Duration::from_millis(200));
+    while let Some(msg) = next {
+        let m = msg.map_err(|e| EngineError::Kafka(format!("changelog consumer: {e}")))?;
+        let entry = batches
+            .entry((m.topic().to_string(), m.partition()))
+            .or_default();
+        entry.0.push((
+            m.key().unwrap_or_default().to_vec(),
+            m.payload().map(<[u8]>::to_vec),
+        ));
+        entry.1 = m.offset() + 1;
+        if entry.0.len() >= BATCH {
+            break;
+        }
+        next = consumer.poll(Duration::ZERO);
+    }
+    Ok(batches)
+}

@@ -9,21 +9,20 @@
 //! ranges) every instance thereby shadows its neighbour's range: each partition gets
 //! about `n` standbys, spread over the other instances.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use erp_state_stores::{RocksDbBackend, StoreBackend, Write};
+use erp_state_stores::{RocksDbBackend, StoreBackend};
 
 use super::EngineError;
 use super::config::EngineConfig;
 use super::processor::Topology;
+use super::restore::poll_burst;
 
 /// Shared between the stream thread (which owns partitions) and the standby thread.
 #[derive(Default)]
@@ -145,24 +144,7 @@ fn run(
             tracing::info!(application_id = %app, partitions = ?desired, "standby replicas");
             assigned = desired;
         }
-        // Apply one poll burst, one batch (with checkpoint) per changelog partition.
-        let mut batches: HashMap<(String, i32), (Vec<Write>, i64)> = HashMap::new();
-        let mut next = consumer.poll(Duration::from_millis(200));
-        while let Some(msg) = next {
-            let m = msg.map_err(|e| EngineError::Kafka(format!("standby consumer: {e}")))?;
-            let entry = batches
-                .entry((m.topic().to_string(), m.partition()))
-                .or_default();
-            entry.0.push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().map(<[u8]>::to_vec),
-            ));
-            entry.1 = m.offset() + 1;
-            if entry.0.len() >= 1000 {
-                break;
-            }
-            next = consumer.poll(Duration::ZERO);
-        }
+        let batches = poll_burst(&consumer)?;
         let s = shared.lock().expect("poisoned");
         for ((topic, p), (writes, checkpoint)) in batches {
             let store = topic
