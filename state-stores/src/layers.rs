@@ -14,14 +14,24 @@ pub trait KeyValueStore: Send {
     fn commit(&mut self, checkpoint: Option<i64>) -> Result<(), StoreError>;
     /// Kafka aborted: forget the staged writes.
     fn abort(&mut self);
+    /// Savepoint: the writes after this belong to one record.
+    fn begin_record(&mut self);
+    /// Undoes the current record's writes (a poison record's partial effects), keeping
+    /// the rest of the transaction; returns the keys it put back.
+    fn discard_record(&mut self) -> Result<Vec<Vec<u8>>, StoreError>;
     /// The committed storage underneath, shared with interactive queries.
     fn backend(&self) -> Arc<dyn StoreBackend>;
 }
+
+/// What a key was staged as before the current record touched it (None: not staged).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// Stages writes of the open transaction over a committed backend.
 pub struct TransactionalStore {
     backend: Arc<dyn StoreBackend>,
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Undo log of the current record, from `begin_record`.
+    undo: Vec<Undo>,
 }
 
 impl TransactionalStore {
@@ -29,6 +39,14 @@ impl TransactionalStore {
         Self {
             backend,
             staged: BTreeMap::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if !self.undo.iter().any(|(k, _)| k == key) {
+            self.undo
+                .push((key.to_vec(), self.staged.get(key).cloned()));
         }
     }
 }
@@ -46,11 +64,13 @@ impl KeyValueStore for TransactionalStore {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.remember(key);
         self.staged.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.remember(key);
         self.staged.insert(key.to_vec(), None);
         Ok(())
     }
@@ -65,6 +85,23 @@ impl KeyValueStore for TransactionalStore {
 
     fn abort(&mut self) {
         self.staged.clear();
+        self.undo.clear();
+    }
+
+    fn begin_record(&mut self) {
+        self.undo.clear();
+    }
+
+    fn discard_record(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys = Vec::new();
+        for (key, before) in self.undo.drain(..).rev() {
+            match before {
+                None => self.staged.remove(&key),
+                Some(v) => self.staged.insert(key.clone(), v),
+            };
+            keys.push(key);
+        }
+        Ok(keys)
     }
 
     fn backend(&self) -> Arc<dyn StoreBackend> {
@@ -138,6 +175,19 @@ impl KeyValueStore for ChangeLoggingStore {
     fn abort(&mut self) {
         self.inner.abort()
     }
+    fn begin_record(&mut self) {
+        self.inner.begin_record()
+    }
+    /// The discarded writes were already logged: log each key's restored value after
+    /// them, so the changelog ends where the store does.
+    fn discard_record(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keys = self.inner.discard_record()?;
+        for key in &keys {
+            let value = self.inner.get(key)?;
+            self.log(key, value.as_deref())?;
+        }
+        Ok(keys)
+    }
     fn backend(&self) -> Arc<dyn StoreBackend> {
         self.inner.backend()
     }
@@ -193,6 +243,12 @@ impl KeyValueStore for MeteredStore {
     }
     fn abort(&mut self) {
         self.inner.abort()
+    }
+    fn begin_record(&mut self) {
+        self.inner.begin_record()
+    }
+    fn discard_record(&mut self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.discard_record()
     }
     fn backend(&self) -> Arc<dyn StoreBackend> {
         self.inner.backend()
@@ -259,6 +315,41 @@ mod tests {
                 Some(b"v1".to_vec())
             )]
         );
+    }
+
+    #[test]
+    fn discarding_a_record_undoes_its_writes_and_relogs_the_restored_values() {
+        let backend = Arc::new(MemoryBackend::new("s"));
+        backend
+            .write_batch(&[(b"c".to_vec(), Some(b"c0".to_vec()))], Some(1))
+            .unwrap();
+        let sink = Arc::new(Sink::default());
+        let mut store = stack(backend.clone(), sink.clone());
+        store.begin_record();
+        store.put(b"a", b"a1").unwrap();
+        store.begin_record(); // the poison record starts here
+        store.put(b"a", b"a2").unwrap();
+        store.put(b"b", b"b1").unwrap();
+        store.delete(b"c").unwrap();
+        let mut keys = store.discard_record().unwrap();
+        keys.sort();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(store.get(b"a").unwrap(), Some(b"a1".to_vec()));
+        assert_eq!(store.get(b"b").unwrap(), None);
+        assert_eq!(store.get(b"c").unwrap(), Some(b"c0".to_vec()));
+        // The changelog's last word on each key matches the store.
+        let log = sink.0.lock().unwrap().clone();
+        let last = |k: &[u8]| {
+            log.iter()
+                .rev()
+                .find(|(_, _, key, _)| key == k)
+                .unwrap()
+                .3
+                .clone()
+        };
+        assert_eq!(last(b"a"), Some(b"a1".to_vec()));
+        assert_eq!(last(b"b"), None);
+        assert_eq!(last(b"c"), Some(b"c0".to_vec()));
     }
 
     #[test]

@@ -219,6 +219,9 @@ impl TopologyTestDriver {
             .tasks
             .get_mut(&partition)
             .expect("a task per partition");
+        for store in task.stores.values_mut() {
+            store.begin_record();
+        }
         let mut outputs = Vec::new();
         let result = {
             let mut ctx =
@@ -247,6 +250,9 @@ impl TopologyTestDriver {
             Ok(()) => {}
             Err(ProcessError::Poison { class, reason }) => {
                 outputs.clear();
+                for store in task.stores.values_mut() {
+                    store.discard_record()?;
+                }
                 match self.policy {
                     PoisonPolicy::DeadLetter => outputs.push(dead_letter(
                         &self.topology.dlq_topic(),
@@ -479,8 +485,19 @@ mod tests {
     #[test]
     fn skip_and_fail_policies() {
         let mut d = TopologyTestDriver::new(topology(), 1).with_poison_policy(PoisonPolicy::Skip);
-        d.pipe("in", b"a", b"bad", 1).unwrap();
+        d.pipe("in", b"a", b"x", 1).unwrap();
+        d.pipe("in", b"a", b"bad", 2).unwrap();
         assert!(d.read_output("counter-dlq").is_empty());
+        // The poison record's own store write (its count) is undone, and the changelog
+        // says so too.
+        assert_eq!(
+            d.store_get("counts", b"a").as_deref(),
+            Some(b"1".as_slice())
+        );
+        assert_eq!(
+            d.changelog().last().unwrap().3.as_deref(),
+            Some(b"1".as_slice())
+        );
         let mut d = TopologyTestDriver::new(topology(), 1).with_poison_policy(PoisonPolicy::Fail);
         assert!(matches!(
             d.pipe("in", b"a", b"bad", 1),

@@ -117,6 +117,9 @@ impl TaskManager {
         let started = Instant::now();
         let mut outputs: Vec<OutputRecord> = Vec::new();
         let task = self.tasks.get_mut(&partition).expect("checked above");
+        for store in task.stores.values_mut() {
+            store.begin_record();
+        }
         let result = {
             let mut ctx =
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
@@ -126,8 +129,17 @@ impl TaskManager {
         match result {
             Ok(()) => {}
             Err(ProcessError::Poison { class, reason }) => {
-                // Whatever the processor produced for this record is dropped.
+                // Whatever the processor produced or wrote for this record is dropped.
                 outputs.clear();
+                for store in self
+                    .tasks
+                    .get_mut(&partition)
+                    .expect("owned")
+                    .stores
+                    .values_mut()
+                {
+                    store.discard_record()?;
+                }
                 match self.config.poison_policy {
                     PoisonPolicy::DeadLetter => {
                         tracing::warn!(topic = record.topic, partition, offset = record.offset, class, %reason,
