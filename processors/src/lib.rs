@@ -4,6 +4,7 @@
 mod adapter;
 pub mod app;
 pub mod config;
+pub mod customer;
 pub mod engine;
 pub mod inventory;
 pub mod order;

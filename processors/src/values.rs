@@ -29,6 +29,14 @@ pub enum ValueError {
     Empty(&'static str),
     #[error("postal code {0:?} is invalid: 3-10 characters of letters, digits, ' ' or '-'")]
     InvalidPostalCode(String),
+    #[error(
+        "email {0:?} is invalid: one '@', a non-empty local part, a dotted domain, at most 254 characters"
+    )]
+    InvalidEmail(String),
+    #[error(
+        "phone number {0:?} is invalid: E.164, '+' then 8-15 digits (spaces and dashes allowed)"
+    )]
+    InvalidPhone(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -222,6 +230,57 @@ uuid_id!(OrderId, "order_id");
 uuid_id!(CustomerId, "customer_id");
 uuid_id!(CommandId, "command_id");
 
+/// An email address: one `@`, a non-empty local part without spaces, a domain with at
+/// least one dot and no empty labels; at most 254 characters; stored lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, ValueError> {
+        let s = s.trim();
+        let bad = || ValueError::InvalidEmail(s.to_string());
+        if s.len() > 254 || s.chars().any(char::is_whitespace) {
+            return Err(bad());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        let labels: Vec<&str> = domain.split('.').collect();
+        if local.is_empty()
+            || domain.contains('@')
+            || labels.len() < 2
+            || labels.iter().any(|l| l.is_empty())
+        {
+            return Err(bad());
+        }
+        Ok(Self(s.to_ascii_lowercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A phone number in E.164: `+` and 8–15 digits; spaces and dashes are accepted on
+/// input and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Result<Self, ValueError> {
+        let compact: String = s
+            .trim()
+            .chars()
+            .filter(|c| *c != ' ' && *c != '-')
+            .collect();
+        let digits = compact.strip_prefix('+').unwrap_or("");
+        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ValueError::InvalidPhone(s.to_string()));
+        }
+        Ok(Self(compact))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A delivery address. The postal code drives the remote-area shipping surcharge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
@@ -335,6 +394,38 @@ mod tests {
         );
         assert!(Address::new("1 Main St", "Springfield", "!!", "US").is_err());
         assert!(Address::new("", "Springfield", "10001", "US").is_err());
+    }
+
+    #[test]
+    fn email_and_phone_validate() {
+        assert_eq!(
+            Email::parse(" Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "ann@example",
+            "ann@@example.com",
+            "a nn@x.io",
+            "ann@x..io",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            PhoneNumber::parse("+86 138-0013-8000").unwrap().as_str(),
+            "+8613800138000"
+        );
+        for bad in [
+            "13800138000",
+            "+123",
+            "+1234567890123456",
+            "+1 800 CALL NOW",
+        ] {
+            assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
