@@ -8,6 +8,7 @@ pub mod customer;
 pub mod engine;
 pub mod inventory;
 pub mod order;
+pub mod payment;
 pub mod values;
 
 pub use adapter::PROCESSED_STORE;
