@@ -9,6 +9,7 @@ pub mod engine;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod shipping;
 pub mod values;
 
 pub use adapter::PROCESSED_STORE;
