@@ -176,6 +176,9 @@ fn restore_consumer(bootstrap: &str) -> Result<BaseConsumer<EofIsNotAnError>, En
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
+        // An up-to-date changelog answers with an empty fetch: do not let the broker
+        // hold it for the default 500 ms before saying so.
+        .set("fetch.wait.max.ms", "10")
         .create_with_context(EofIsNotAnError)
         .map_err(|e| EngineError::Kafka(format!("restore consumer: {e}")))
 }
