@@ -146,6 +146,24 @@ impl TestApp {
         engines
     }
 
+    /// Committed records in every changelog of the saga's stores: what a full restore
+    /// of this application reads.
+    pub fn changelog_records(&self) -> usize {
+        [
+            ("order", ["orders", "processed-ids"]),
+            ("inventory", ["products", "processed-ids"]),
+        ]
+        .iter()
+        .flat_map(|(ctx, stores)| {
+            let app_id = self.topics.application_id(ctx);
+            stores
+                .iter()
+                .map(move |s| format!("{app_id}-{s}-changelog"))
+        })
+        .map(|t| read_committed(&t).len())
+        .sum()
+    }
+
     pub fn publisher(&self) -> CommandPublisher {
         CommandPublisher::new(
             &self.settings.bootstrap_servers,

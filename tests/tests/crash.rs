@@ -59,19 +59,7 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
     // Crash-safe state: the restart restored only the changelog tail after the local
     // checkpoint, not the whole store (Kafka Streams under EOS would wipe and replay all).
     let restored = second.metric_sum("erp_records_restored_total");
-    let changelog_records: usize = [
-        ("order", ["orders", "processed-ids"]),
-        ("inventory", ["products", "processed-ids"]),
-    ]
-    .iter()
-    .flat_map(|(ctx, stores)| {
-        let app_id = app.topics.application_id(ctx);
-        stores
-            .iter()
-            .map(move |s| format!("{app_id}-{s}-changelog"))
-    })
-    .map(|t| app.read_raw(&t).len())
-    .sum();
+    let changelog_records = app.changelog_records();
     eprintln!(
         "crash recovery: {restored} records restored; a full restore would read {changelog_records}"
     );

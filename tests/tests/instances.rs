@@ -115,19 +115,7 @@ fn failover(standby_replicas: &str) -> (f64, usize, f64) {
     a.wait_ready();
     let took = killed.elapsed().as_secs_f64();
     let restored = a.metric_sum("erp_records_restored_total") - before;
-    let changelog: usize = [
-        ("order", ["orders", "processed-ids"]),
-        ("inventory", ["products", "processed-ids"]),
-    ]
-    .iter()
-    .flat_map(|(ctx, stores)| {
-        let app_id = app.topics.application_id(ctx);
-        stores
-            .iter()
-            .map(move |s| format!("{app_id}-{s}-changelog"))
-    })
-    .map(|t| app.read_raw(&t).len())
-    .sum();
+    let changelog = app.changelog_records();
     a.kill();
     (restored, changelog, took)
 }
