@@ -82,6 +82,7 @@ pub fn order(rng: &mut Rng, n_products: usize, at: i64) -> wire::OrderCommand {
         issued_at: at,
         correlation_id: Some(command_id),
         expected_version: None,
+        cancel_order: None,
         place_order: Some(wire::PlaceOrder {
             customer_id: rng.uuid(),
             currency: "USD".into(),

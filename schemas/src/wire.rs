@@ -11,6 +11,12 @@ pub struct OrderCommand {
     pub correlation_id: Option<String>,
     pub expected_version: Option<i64>,
     pub place_order: Option<PlaceOrder>,
+    pub cancel_order: Option<CancelOrder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,6 +305,7 @@ mod tests {
                     country: "US".into(),
                 },
             }),
+            cancel_order: None,
         };
         assert_eq!(roundtrip(SchemaKind::OrderCommand, &cmd), cmd);
     }

@@ -50,6 +50,7 @@ fn the_saga_runs_through_topology_drivers() {
         issued_at: 2,
         correlation_id: None,
         expected_version: None,
+        cancel_order: None,
         place_order: Some(wire::PlaceOrder {
             customer_id: "0b6f3f34-7f0c-4f8e-b0a4-9e7f6c1d2e33".into(),
             currency: "EUR".into(),

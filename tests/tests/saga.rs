@@ -31,6 +31,7 @@ fn place(order_id: &str, command_id: &str, lines: &[(&str, i32)]) -> wire::Order
         issued_at: now(),
         correlation_id: None,
         expected_version: None,
+        cancel_order: None,
         place_order: Some(wire::PlaceOrder {
             customer_id: "0b6f3f34-7f0c-4f8e-b0a4-9e7f6c1d2e33".into(),
             currency: "USD".into(),
@@ -436,5 +437,56 @@ fn restart_restores_state_from_changelogs_without_duplicate_events() {
         })
         .sum();
     assert_eq!(restored, 0, "a clean shutdown leaves nothing to restore");
+    engines.stop().unwrap();
+}
+
+#[test]
+fn a_customer_cancel_releases_all_stock_whatever_the_timing() {
+    let app = TestApp::new("cancel");
+    let engines = app.start();
+    register(&app, "SKU-A", 10);
+    register(&app, "SKU-B", 10);
+    let p = app.publisher();
+    let mut ids = Vec::new();
+    // Cancels race the reservations: some land before any reply, some after.
+    for i in 0..6 {
+        let order_id = uuid::Uuid::new_v4().to_string();
+        p.order(&place(
+            &order_id,
+            &uuid::Uuid::new_v4().to_string(),
+            &[("SKU-A", 2), ("SKU-B", 1)],
+        ))
+        .unwrap();
+        if i % 2 == 1 {
+            p.flush().unwrap();
+            wait_terminal(&app, &order_id);
+        }
+        let mut cancel = place(&order_id, &uuid::Uuid::new_v4().to_string(), &[]);
+        cancel.place_order = None;
+        cancel.cancel_order = Some(wire::CancelOrder {
+            reason: "changed my mind".into(),
+        });
+        p.order(&cancel).unwrap();
+        ids.push(order_id);
+    }
+    p.flush().unwrap();
+    for id in &ids {
+        let events = eventually(Duration::from_secs(60), "the customer cancel", || {
+            let ev = order_events(&app, id);
+            ev.iter().any(|e| e.order_cancelled.is_some()).then_some(ev)
+        });
+        let cancels: Vec<_> = events
+            .iter()
+            .filter_map(|e| e.order_cancelled.as_ref())
+            .collect();
+        assert_eq!(cancels.len(), 1, "{id}: one cancellation");
+        assert_eq!(cancels[0].reason, "cancelled by customer: changed my mind");
+    }
+    // Every unit comes back, including reservations that landed after the cancel.
+    for sku in ["SKU-A", "SKU-B"] {
+        eventually(Duration::from_secs(60), "all stock released", || {
+            product(&engines, sku).filter(|p| p["reserved"] == 0 && p["on_hand"] == 10)
+        });
+    }
     engines.stop().unwrap();
 }

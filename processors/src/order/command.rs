@@ -7,8 +7,17 @@ use crate::values::{Address, Currency, CustomerId, Money, Quantity, Sku};
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderInput {
     Place(PlaceOrder),
-    StockReserved { line_no: u32 },
-    StockRejected { line_no: u32, reason: String },
+    /// The customer cancels: compensations run for the steps already done.
+    Cancel {
+        reason: String,
+    },
+    StockReserved {
+        line_no: u32,
+    },
+    StockRejected {
+        line_no: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

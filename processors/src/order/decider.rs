@@ -75,6 +75,8 @@ pub enum Rejection {
     Invalid(String),
     #[error("line {0} does not exist")]
     UnknownLine(u32),
+    #[error("order {0} is already cancelled")]
+    AlreadyCancelled(OrderId),
 }
 
 /// Decides what happens when `input` reaches the order `state` (None: no such order).
@@ -89,6 +91,16 @@ pub fn decide(
         (Some(_), OrderInput::Place(_)) => Err(Rejection::AlreadyExists(id)),
         (None, OrderInput::Place(cmd)) => place(id, cmd, now),
         (None, _) => Err(Rejection::UnknownOrder(id)),
+        (Some(order), OrderInput::Cancel { reason }) => {
+            if order.status == OrderStatus::Cancelled {
+                return Err(Rejection::AlreadyCancelled(id));
+            }
+            Ok(vec![OrderEvent::Cancelled {
+                reason: format!("cancelled by customer: {reason}"),
+                released_skus: order.reserved_skus(),
+                at: now,
+            }])
+        }
         (Some(order), OrderInput::StockReserved { line_no }) => reply(order, *line_no, None, now),
         (Some(order), OrderInput::StockRejected { line_no, reason }) => {
             reply(order, *line_no, Some(reason.clone()), now)
@@ -139,12 +151,30 @@ fn reply(
         .lines
         .get(idx)
         .ok_or(Rejection::UnknownLine(line_no))?;
-    // A reply that was already recorded (redelivery) or arrives after the outcome
-    // changes nothing.
-    if order.status != OrderStatus::Pending
+    // A reply that was already recorded (redelivery), or that arrives after the order
+    // was confirmed, changes nothing.
+    if order.status == OrderStatus::Confirmed
         || order.reservations[idx] != ReservationState::Requested
     {
         return Ok(vec![]);
+    }
+    // The customer cancelled while this line was being reserved: record the answer (a
+    // reservation is then released by the saga); the order stays cancelled.
+    if order.status == OrderStatus::Cancelled {
+        return Ok(vec![match rejected {
+            None => OrderEvent::LineReserved {
+                line_no,
+                sku: line.sku.clone(),
+                quantity: line.quantity.get(),
+                at: now,
+            },
+            Some(reason) => OrderEvent::LineRejected {
+                line_no,
+                sku: line.sku.clone(),
+                reason,
+                at: now,
+            },
+        }]);
     }
     let first = match rejected {
         None => OrderEvent::LineReserved {
@@ -357,6 +387,59 @@ mod tests {
             },
         );
         assert_eq!(out.unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_customer_cancel_releases_what_is_reserved_and_late_reservations_too() {
+        let cancel = OrderInput::Cancel {
+            reason: "changed my mind".into(),
+        };
+        let (_, out) = given_when(
+            &[place_cmd(2), OrderInput::StockReserved { line_no: 0 }],
+            &cancel,
+        );
+        match &out.unwrap()[0] {
+            OrderEvent::Cancelled {
+                reason,
+                released_skus,
+                ..
+            } => {
+                assert_eq!(reason, "cancelled by customer: changed my mind");
+                assert_eq!(released_skus, &vec![Sku::parse("SKU-000").unwrap()]);
+            }
+            other => panic!("expected Cancelled, got {other:?}"),
+        }
+        // Line 1's reservation lands after the cancel: recorded, and released by the saga.
+        let history = [
+            place_cmd(2),
+            OrderInput::StockReserved { line_no: 0 },
+            cancel.clone(),
+        ];
+        let (state, out) = given_when(&history, &OrderInput::StockReserved { line_no: 1 });
+        let events = out.unwrap();
+        assert!(matches!(
+            events[..],
+            [OrderEvent::LineReserved { line_no: 1, .. }]
+        ));
+        let after = evolve(state, &events[0]).unwrap();
+        assert_eq!(after.status, OrderStatus::Cancelled);
+        assert_eq!(
+            super::super::saga::react(&after, &events[0]),
+            vec![super::super::saga::SagaCommand::ReleaseStock {
+                sku: Sku::parse("SKU-001").unwrap(),
+                reason: "order cancelled".into()
+            }]
+        );
+        assert_eq!(
+            given_when(&history, &cancel).1,
+            Err(Rejection::AlreadyCancelled(oid()))
+        );
+        // A confirmed order can still be cancelled before shipping: everything is released.
+        let confirmed = [place_cmd(1), OrderInput::StockReserved { line_no: 0 }];
+        assert!(matches!(
+            given_when(&confirmed, &cancel).1.unwrap()[0],
+            OrderEvent::Cancelled { .. }
+        ));
     }
 
     #[test]

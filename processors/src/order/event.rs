@@ -53,7 +53,8 @@ impl OrderEvent {
         }
     }
 
-    /// Confirmed and Cancelled end the saga of issue 3; exactly one per order.
+    /// The outcome events. Until shipping exists, a customer may still cancel a
+    /// Confirmed order, so Confirmed can be followed by Cancelled (and nothing else).
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,

@@ -99,11 +99,23 @@ impl OrderProcessor {
             let reason = format!("expected version {expected}, order is at version {version}");
             return self.reject(ctx, &key, version, &cause, reason);
         }
-        let input = match cmd.place_order.as_ref().map(place_order) {
-            Some(Ok(place)) => OrderInput::Place(place),
-            Some(Err(e)) => return self.reject(ctx, &key, version, &cause, e.to_string()),
-            None => {
+        let input = match (cmd.place_order.as_ref().map(place_order), &cmd.cancel_order) {
+            (Some(Ok(place)), None) => OrderInput::Place(place),
+            (Some(Err(e)), None) => return self.reject(ctx, &key, version, &cause, e.to_string()),
+            (None, Some(c)) => OrderInput::Cancel {
+                reason: c.reason.clone(),
+            },
+            (None, None) => {
                 return self.reject(ctx, &key, version, &cause, "command has no payload".into());
+            }
+            (Some(_), Some(_)) => {
+                return self.reject(
+                    ctx,
+                    &key,
+                    version,
+                    &cause,
+                    "command has more than one payload".into(),
+                );
             }
         };
         self.apply(ctx, order_id, state, &input, &cause)

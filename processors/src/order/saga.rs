@@ -1,6 +1,6 @@
 //! What the saga asks of other contexts after each order event (pure).
 
-use super::decider::Order;
+use super::decider::{Order, OrderStatus};
 use super::event::OrderEvent;
 use crate::values::Sku;
 
@@ -35,6 +35,13 @@ pub fn react(order: &Order, event: &OrderEvent) -> Vec<SagaCommand> {
                 reason: reason.clone(),
             })
             .collect(),
+        // A reservation that landed after the customer cancelled is given back.
+        OrderEvent::LineReserved { sku, .. } if order.status == OrderStatus::Cancelled => {
+            vec![SagaCommand::ReleaseStock {
+                sku: sku.clone(),
+                reason: "order cancelled".into(),
+            }]
+        }
         OrderEvent::LineReserved { .. }
         | OrderEvent::LineRejected { .. }
         | OrderEvent::Confirmed { .. } => vec![],
