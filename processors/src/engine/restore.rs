@@ -130,9 +130,7 @@ pub(crate) fn restore(
     let probe: BaseConsumer<EofIsNotAnError> = restore_consumer(bootstrap)?;
     let mut plan: Vec<Planned<'_>> = Vec::new();
     for t in targets {
-        let (low, high) = probe
-            .fetch_watermarks(&t.topic, t.partition, Duration::from_secs(30))
-            .map_err(|e| EngineError::Kafka(format!("watermarks of {}: {e}", t.topic)))?;
+        let (low, high) = watermarks(&probe, &t.topic, t.partition)?;
         let mut from = t.backend.checkpoint()?.unwrap_or(low);
         if from > high || from < low {
             // The changelog was recreated or truncated under us: the checkpoint means
@@ -166,6 +164,31 @@ pub(crate) fn restore(
     }
     progress.finish();
     Ok(applied)
+}
+
+/// The partition's low and high watermarks. Right after topics are created or leaders
+/// move, the broker answers "not leader" or "unknown partition" for a moment: retry
+/// those for up to 30 s rather than failing the assignment.
+fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), EngineError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(topic, partition, error = %e, "watermarks unavailable; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(EngineError::Kafka(format!(
+                    "watermarks of {topic}[{partition}]: {e}"
+                )));
+            }
+        }
+    }
 }
 
 fn restore_consumer(bootstrap: &str) -> Result<BaseConsumer<EofIsNotAnError>, EngineError> {

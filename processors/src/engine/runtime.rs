@@ -367,10 +367,19 @@ impl TaskManager {
                 },
             );
         }
-        // Where an abort rewinds to: the group's committed offsets.
-        let committed = consumer
-            .committed_offsets(tpl.clone(), Duration::from_secs(30))
-            .map_err(|e| EngineError::Kafka(format!("committed offsets: {e}")))?;
+        // Where an abort rewinds to: the group's committed offsets (retried while the
+        // group coordinator is still loading).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "committed offsets unavailable; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(EngineError::Kafka(format!("committed offsets: {e}"))),
+            }
+        };
         for e in committed.elements() {
             let at = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
