@@ -231,3 +231,14 @@ pub fn check_saga_invariants(
         inventory_events: inventory.len(),
     }
 }
+
+/// A failing test must not leave its processes running (they would hold the test's
+/// output open and keep polling a broker that is gone).
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
