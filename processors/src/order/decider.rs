@@ -158,24 +158,6 @@ fn reply(
     {
         return Ok(vec![]);
     }
-    // The customer cancelled while this line was being reserved: record the answer (a
-    // reservation is then released by the saga); the order stays cancelled.
-    if order.status == OrderStatus::Cancelled {
-        return Ok(vec![match rejected {
-            None => OrderEvent::LineReserved {
-                line_no,
-                sku: line.sku.clone(),
-                quantity: line.quantity.get(),
-                at: now,
-            },
-            Some(reason) => OrderEvent::LineRejected {
-                line_no,
-                sku: line.sku.clone(),
-                reason,
-                at: now,
-            },
-        }]);
-    }
     let first = match rejected {
         None => OrderEvent::LineReserved {
             line_no,
@@ -190,6 +172,11 @@ fn reply(
             at: now,
         },
     };
+    // The customer cancelled while this line was being reserved: record the answer (a
+    // reservation is then released by the saga); the order stays cancelled.
+    if order.status == OrderStatus::Cancelled {
+        return Ok(vec![first]);
+    }
     let after = evolve(Some(order.clone()), &first).expect("order exists");
     let mut events = vec![first];
     let all_answered = after
