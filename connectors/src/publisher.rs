@@ -70,33 +70,95 @@ impl CommandPublisher {
         &self.topics
     }
 
+    #[allow(clippy::too_many_arguments)]
+    fn publish<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        kind: SchemaKind,
+        key: &str,
+        cmd: &T,
+        at: i64,
+        command_id: &str,
+        correlation_id: Option<&String>,
+    ) -> Result<(), PublishError> {
+        let value = self.serde.encode(topic, kind, cmd)?;
+        let corr = correlation_id.map_or(command_id, String::as_str);
+        self.send_raw(
+            topic,
+            key.as_bytes(),
+            &value,
+            at,
+            &[("correlation_id", corr), ("command_id", command_id)],
+        )
+    }
+
     pub fn order(&self, cmd: &wire::OrderCommand) -> Result<(), PublishError> {
         let topic = self.topics.order_commands();
-        let value = self.serde.encode(&topic, SchemaKind::OrderCommand, cmd)?;
-        let corr = cmd
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| cmd.command_id.clone());
-        self.send_raw(
+        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
+        self.publish(
             &topic,
-            cmd.order_id.as_bytes(),
-            &value,
-            cmd.issued_at,
-            &[("correlation_id", &corr), ("command_id", &cmd.command_id)],
+            SchemaKind::OrderCommand,
+            &cmd.order_id,
+            cmd,
+            at,
+            id,
+            corr,
         )
     }
 
     pub fn inventory(&self, cmd: &wire::InventoryCommand) -> Result<(), PublishError> {
         let topic = self.topics.inventory_commands();
-        let value = self
-            .serde
-            .encode(&topic, SchemaKind::InventoryCommand, cmd)?;
-        self.send_raw(
+        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
+        self.publish(
             &topic,
-            cmd.sku.as_bytes(),
-            &value,
-            cmd.issued_at,
-            &[("command_id", &cmd.command_id)],
+            SchemaKind::InventoryCommand,
+            &cmd.sku,
+            cmd,
+            at,
+            id,
+            corr,
+        )
+    }
+
+    pub fn customer(&self, cmd: &wire::CustomerCommand) -> Result<(), PublishError> {
+        let topic = self.topics.customer_commands();
+        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
+        self.publish(
+            &topic,
+            SchemaKind::CustomerCommand,
+            &cmd.customer_id,
+            cmd,
+            at,
+            id,
+            corr,
+        )
+    }
+
+    pub fn shipping(&self, cmd: &wire::ShippingCommand) -> Result<(), PublishError> {
+        let topic = self.topics.shipping_commands();
+        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
+        self.publish(
+            &topic,
+            SchemaKind::ShippingCommand,
+            &cmd.order_id,
+            cmd,
+            at,
+            id,
+            corr,
+        )
+    }
+
+    pub fn payment(&self, cmd: &wire::PaymentCommand) -> Result<(), PublishError> {
+        let topic = self.topics.payment_commands();
+        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
+        self.publish(
+            &topic,
+            SchemaKind::PaymentCommand,
+            &cmd.order_id,
+            cmd,
+            at,
+            id,
+            corr,
         )
     }
 

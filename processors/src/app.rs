@@ -14,22 +14,58 @@ use crate::config::Settings;
 use crate::engine::{
     EngineConfig, EngineError, EngineMetrics, StreamThread, TopicSpec, Topology, ensure_topics,
 };
-use crate::{inventory, order};
+use crate::{customer, inventory, order, payment, shipping};
 
 /// The bounded contexts this binary can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Context {
     Order,
     Inventory,
+    Payment,
+    Shipping,
+    Customer,
+}
+
+/// Business settings the topologies need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SagaSettings {
+    pub reservation_ttl: Duration,
+}
+
+impl Default for SagaSettings {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_millis(Settings::default().reservation_ttl_ms),
+        }
+    }
+}
+
+impl From<&Settings> for SagaSettings {
+    fn from(s: &Settings) -> Self {
+        Self {
+            reservation_ttl: Duration::from_millis(s.reservation_ttl_ms),
+        }
+    }
 }
 
 impl Context {
-    pub const ALL: [Context; 2] = [Context::Order, Context::Inventory];
+    pub const ALL: [Context; 5] = [
+        Context::Order,
+        Context::Inventory,
+        Context::Payment,
+        Context::Shipping,
+        Context::Customer,
+    ];
 
-    pub fn topology(self, topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
+    pub fn topology(self, topics: &Topics, serde: Arc<AvroSerde>, saga: SagaSettings) -> Topology {
         match self {
             Context::Order => order::processor::topology(topics, serde),
-            Context::Inventory => inventory::processor::topology(topics, serde),
+            Context::Inventory => {
+                inventory::processor::topology(topics, serde, saga.reservation_ttl)
+            }
+            Context::Payment => payment::processor::topology(topics, serde),
+            Context::Shipping => shipping::processor::topology(topics, serde),
+            Context::Customer => customer::processor::topology(topics, serde),
         }
     }
 }
@@ -42,6 +78,12 @@ pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
             specs.push(spec);
         }
     };
+    // Tables read as global stores are compacted, whoever writes them.
+    for t in topologies {
+        for g in &t.global_stores {
+            add(TopicSpec::new(g.topic.clone(), partitions, 1).compacted());
+        }
+    }
     for t in topologies {
         for name in t.source_topics.iter().chain(&t.sink_topics) {
             add(TopicSpec::new(name.clone(), partitions, 1));
@@ -63,7 +105,14 @@ pub async fn prepare(
 ) -> anyhow::Result<()> {
     let mut specs = topic_specs(topologies, settings.partitions);
     for name in topics.data_topics() {
-        if !specs.iter().any(|s| s.name == name) {
+        if let Some(spec) = specs.iter_mut().find(|s| s.name == name) {
+            // The customer table is compacted even where no topology reads it.
+            if name == topics.customers() {
+                *spec = TopicSpec::new(name, settings.partitions, 1).compacted();
+            }
+        } else if name == topics.customers() {
+            specs.push(TopicSpec::new(name, settings.partitions, 1).compacted());
+        } else {
             specs.push(TopicSpec::new(name, settings.partitions, 1));
         }
     }

@@ -36,9 +36,13 @@ pub struct Settings {
     pub allow_topology_change: bool,
     /// Warm standby replicas of other instances' stores (`ERP_STANDBY_REPLICAS`, 0 = none).
     pub standby_replicas: usize,
+    /// How long stock stays held for an order that is not paid yet
+    /// (`ERP_RESERVATION_TTL_MS`); then the hold expires and the order is cancelled.
+    pub reservation_ttl_ms: u64,
 }
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
+    "reservation_ttl_ms",
     "standby_replicas",
     "store_memory_mb",
     "poison_policy",
@@ -70,6 +74,7 @@ impl Default for Settings {
             poison_policy: "dlq".into(),
             allow_topology_change: false,
             standby_replicas: 0,
+            reservation_ttl_ms: 15 * 60 * 1000,
         }
     }
 }

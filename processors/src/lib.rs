@@ -3,6 +3,7 @@
 
 mod adapter;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod customer;
 pub mod engine;

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use erp_connectors::{CommandPublisher, sample};
-use erp_processors::app::{Context, Engines, prepare};
+use erp_processors::app::{Context, Engines, SagaSettings, prepare};
 use erp_processors::config::Settings;
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
@@ -43,20 +43,34 @@ enum Command {
     },
     /// Create the topics and register every schema, then exit.
     Setup,
-    /// Publish a sample load (products, then orders), wait for every order's outcome and
-    /// print a summary.
+    /// Check the saga's invariants on the committed event topics (exactly one outcome
+    /// per order, money and stock conserved, nothing oversold); exit 1 on a violation.
+    CheckSaga {
+        /// Keep re-reading until everything settled, at most this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+    /// Publish a sample load (customers, products, then a mixed load of orders and
+    /// cancels), act as the carrier (dispatch + deliver every shipment), wait for every
+    /// order's outcome and print a summary.
     DemoLoad {
         #[arg(long, default_value_t = 20)]
         products: usize,
         #[arg(long, default_value_t = 300)]
         orders: usize,
+        #[arg(long, default_value_t = 50)]
+        customers: usize,
         /// Initial stock of each product.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 500)]
         stock: i32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// `acceptance` (10 % declines, 10 % out of stock, 5 % cancels, 2 % undeliverable,
+        /// 2 % failed captures) or `none` (every order goes through).
+        #[arg(long, default_value = "acceptance")]
+        mix: String,
         /// Give up waiting for outcomes after this many seconds.
-        #[arg(long, default_value_t = 180)]
+        #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
         /// Base URL of the query API to read stock from.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -91,30 +105,56 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             let topologies: Vec<_> = Context::ALL
                 .iter()
-                .map(|c| c.topology(&topics, serde.clone()))
+                .map(|c| c.topology(&topics, serde.clone(), SagaSettings::from(&settings)))
                 .collect();
             rt.block_on(prepare(&settings, &topics, &topologies, serde.clone()))?;
             println!("topics and schemas ready");
             Ok(())
         }
+        Command::CheckSaga { timeout_secs } => {
+            let report = erp_processors::audit::audit_until_settled(
+                &settings.bootstrap_servers,
+                &serde,
+                &topics,
+                Duration::from_secs(timeout_secs),
+            )?;
+            println!("{report}");
+            if !report.is_clean() {
+                bail!("the saga's invariants do not hold (or orders are still open)");
+            }
+            Ok(())
+        }
         Command::DemoLoad {
             products,
             orders,
+            customers,
             stock,
             seed,
+            mix,
             timeout_secs,
             query_url,
-        } => demo_load(
-            &settings,
-            topics,
-            serde,
-            products,
-            orders,
-            stock,
-            seed,
-            Duration::from_secs(timeout_secs),
-            &query_url,
-        ),
+        } => {
+            let mix = match mix.as_str() {
+                "acceptance" => sample::Mix::ACCEPTANCE,
+                "none" => sample::Mix::NONE,
+                other => bail!("unknown --mix {other:?}: use acceptance or none"),
+            };
+            demo_load(
+                &settings,
+                topics,
+                serde,
+                DemoShape {
+                    products,
+                    orders,
+                    customers,
+                    stock,
+                    seed,
+                    mix,
+                },
+                Duration::from_secs(timeout_secs),
+                &query_url,
+            )
+        }
     }
 }
 
@@ -127,7 +167,7 @@ fn serve(
     let rt = tokio::runtime::Runtime::new()?;
     let topologies: Vec<_> = contexts
         .iter()
-        .map(|c| c.topology(topics, serde.clone()))
+        .map(|c| c.topology(topics, serde.clone(), SagaSettings::from(settings)))
         .collect();
     rt.block_on(prepare(settings, topics, &topologies, serde.clone()))
         .with_context(|| {
@@ -190,34 +230,124 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-#[allow(clippy::too_many_arguments)]
+struct DemoShape {
+    products: usize,
+    orders: usize,
+    customers: usize,
+    stock: i32,
+    seed: u64,
+    mix: sample::Mix,
+}
+
+/// Waits until the order processor behind `query_url` sees every customer, so no order
+/// is refused as "unknown customer" only because the customer table is still on its way.
+fn wait_customers_visible(
+    http: &reqwest::blocking::Client,
+    query_url: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for id in ids {
+        let url = format!("{query_url}/api/v1/customers/{id}");
+        loop {
+            let visible = match http.get(&url).send() {
+                Ok(r) if r.status().is_success() => {
+                    let v: serde_json::Value = r.json()?;
+                    v["visible_to_orders"] != serde_json::Value::Bool(false)
+                }
+                Ok(_) => false,
+                Err(e) if e.is_connect() => {
+                    bail!(
+                        "the query API at {query_url} is unreachable ({e}): is `erp run` running?"
+                    )
+                }
+                Err(_) => false,
+            };
+            if visible {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("customer {id} was not visible to the order processor within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 fn demo_load(
     settings: &Settings,
     topics: Topics,
     serde: Arc<AvroSerde>,
-    n_products: usize,
-    n_orders: usize,
-    stock: i32,
-    seed: u64,
+    shape: DemoShape,
     timeout: Duration,
     query_url: &str,
 ) -> anyhow::Result<()> {
+    let DemoShape {
+        products: n_products,
+        orders: n_orders,
+        customers: n_customers,
+        stock,
+        seed,
+        mix,
+    } = shape;
     let publisher =
         CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let mut rng = sample::Rng::new(seed);
     let now = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
+    let registrations = sample::customers(&mut rng, n_customers.max(1), now);
+    let customer_ids: Vec<String> = registrations
+        .iter()
+        .map(|c| c.customer_id.clone())
+        .collect();
+    for cmd in &registrations {
+        publisher.customer(cmd)?;
+    }
     for cmd in sample::products(&mut rng, n_products, stock, now) {
         publisher.inventory(&cmd)?;
     }
     publisher.flush()?;
+    wait_customers_visible(&http, query_url, &customer_ids, Duration::from_secs(60))?;
+    // The carrier dispatches and delivers every shipment the saga creates.
+    let carrier = erp_connectors::Carrier::start(
+        &settings.bootstrap_servers,
+        &format!("{}erp-demo-carrier", topics.prefix),
+        serde.clone(),
+        CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?,
+    )?;
     let pb = bar(n_orders as u64, "orders");
     let mut order_ids = HashSet::new();
-    for _ in 0..n_orders {
-        let cmd = sample::order(&mut rng, n_products, chrono::Utc::now().timestamp_millis());
-        order_ids.insert(cmd.order_id.clone());
-        publisher.order(&cmd)?;
+    // Cancels go out a little later than their order, so they meet the saga at
+    // different steps.
+    let mut cancels: Vec<(usize, String)> = Vec::new();
+    for i in 0..n_orders {
+        let at = chrono::Utc::now().timestamp_millis();
+        let o = sample::order(&mut rng, n_products, &customer_ids, mix, at);
+        order_ids.insert(o.command.order_id.clone());
+        publisher.order(&o.command)?;
+        if o.cancel {
+            cancels.push((i + rng.below(40) as usize, o.command.order_id.clone()));
+        }
+        cancels.retain(|(due, id)| {
+            if *due > i {
+                return true;
+            }
+            let c = sample::cancel(&mut rng, id, at);
+            publisher.order(&c).is_err()
+        });
         pb.inc(1);
+    }
+    for (_, id) in cancels {
+        publisher.order(&sample::cancel(
+            &mut rng,
+            &id,
+            chrono::Utc::now().timestamp_millis(),
+        ))?;
     }
     publisher.flush()?;
     pb.finish();
@@ -240,6 +370,7 @@ fn demo_load(
     let pb = bar(n_orders as u64, "outcomes");
     let mut outcomes: BTreeMap<String, &'static str> = BTreeMap::new();
     let mut cancel_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut created: HashSet<String> = HashSet::new();
     let deadline = Instant::now() + timeout;
     while outcomes.len() < order_ids.len() {
         if Instant::now() > deadline {
@@ -260,13 +391,23 @@ fn demo_load(
         if !order_ids.contains(&event.order_id) {
             continue;
         }
-        let outcome = if event.order_confirmed.is_some() {
-            "confirmed"
+        if event.order_created.is_some() {
+            created.insert(event.order_id.clone());
+        }
+        let outcome = if event.order_completed.is_some() {
+            "completed"
         } else if let Some(c) = &event.order_cancelled {
-            let kind = c.reason.split(':').next().unwrap_or("").to_string();
+            let kind = c
+                .reason
+                .split([':', '('])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
             *cancel_reasons.entry(kind).or_default() += 1;
             "cancelled"
-        } else if event.command_rejected.is_some() {
+        } else if event.command_rejected.is_some() && !created.contains(&event.order_id) {
+            // A PlaceOrder that was refused: the order never existed.
             "rejected"
         } else {
             continue;
@@ -277,19 +418,28 @@ fn demo_load(
     }
     pb.finish();
     let elapsed = started.elapsed();
+    let delivered = carrier.delivered();
+    carrier.stop()?;
     let count = |o: &str| outcomes.values().filter(|v| **v == o).count();
     println!();
     println!("== demo summary ==");
-    println!("products registered : {n_products} (stock {stock} each)");
+    println!("customers registered: {n_customers}");
     println!(
-        "orders published    : {n_orders} in {:.2}s",
+        "products registered : {n_products} (stock {stock} each) + {}",
+        sample::EMPTY_SKU
+    );
+    println!(
+        "orders published    : {n_orders} in {:.2}s ({mix:?})",
         published_in.as_secs_f64()
     );
-    println!("confirmed           : {}", count("confirmed"));
     println!(
-        "cancelled           : {} (stock unavailable)",
-        count("cancelled")
+        "completed           : {} (shipped and delivered: {delivered})",
+        count("completed")
     );
+    println!("cancelled           : {}", count("cancelled"));
+    for (reason, n) in &cancel_reasons {
+        println!("  {n:>6}  {reason}");
+    }
     println!("rejected            : {}", count("rejected"));
     println!(
         "all outcomes in     : {:.2}s ({:.0} orders/s end to end)",
@@ -298,9 +448,6 @@ fn demo_load(
     );
     println!();
     println!("stock left (from {query_url}/api/v1/inventory/<sku>):");
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
     for i in 0..n_products.min(10) {
         let sku = sample::sku(i);
         let url = format!("{query_url}/api/v1/inventory/{sku}");
@@ -323,6 +470,9 @@ fn demo_load(
     println!();
     println!("try:");
     println!("  curl {query_url}/api/v1/orders/{some_order}");
+    println!("  curl {query_url}/api/v1/payments/{some_order}");
+    println!("  curl {query_url}/api/v1/shipments/{some_order}");
+    println!("  curl {query_url}/api/v1/customers/{}", customer_ids[0]);
     println!("  curl {query_url}/api/v1/inventory/{}", sample::sku(0));
     println!("  curl {query_url}/health/ready");
     println!("  curl {query_url}/metrics");

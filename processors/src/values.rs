@@ -37,6 +37,8 @@ pub enum ValueError {
         "phone number {0:?} is invalid: E.164, '+' then 8-15 digits (spaces and dashes allowed)"
     )]
     InvalidPhone(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

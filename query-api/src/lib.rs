@@ -19,6 +19,11 @@ use erp_state_stores::{Readiness, StoreRegistry};
 pub mod stores {
     pub const ORDERS: &str = "orders";
     pub const PRODUCTS: &str = "products";
+    pub const CUSTOMERS: &str = "customers";
+    /// The order processor's global copy of the customer table.
+    pub const CUSTOMER_TABLE: &str = "customer-table";
+    pub const PAYMENTS: &str = "payments";
+    pub const SHIPMENTS: &str = "shipments";
 }
 
 #[derive(Clone)]
@@ -32,6 +37,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/orders/{id}", get(get_order))
         .route("/api/v1/inventory/{sku}", get(get_product))
+        .route("/api/v1/customers/{id}", get(get_customer))
+        .route("/api/v1/payments/{order_id}", get(get_payment))
+        .route("/api/v1/shipments/{order_id}", get(get_shipment))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -120,14 +128,101 @@ async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> 
     }
     match lookup(&state, stores::PRODUCTS, sku.clone()).await {
         Ok(Some(mut product)) => {
-            let on_hand = product["on_hand"].as_u64().unwrap_or(0);
-            let reserved = product["reserved"].as_u64().unwrap_or(0);
+            // Totals over the warehouses, next to the per-warehouse figures.
+            let (on_hand, reserved) = match product["warehouses"].as_object() {
+                Some(ws) => ws.values().fold((0, 0), |(o, r), w| {
+                    (
+                        o + w["on_hand"].as_u64().unwrap_or(0),
+                        r + w["reserved"].as_u64().unwrap_or(0),
+                    )
+                }),
+                None => (
+                    product["on_hand"].as_u64().unwrap_or(0),
+                    product["reserved"].as_u64().unwrap_or(0),
+                ),
+            };
+            product["on_hand"] = json!(on_hand);
+            product["reserved"] = json!(reserved);
             product["available"] = json!(on_hand.saturating_sub(reserved));
             Json(product).into_response()
         }
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("product {sku} not found")),
         Err(r) => r,
     }
+}
+
+async fn by_uuid(state: &AppState, store: &'static str, what: &str, id: &str) -> Response {
+    if !is_uuid(id) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("{what} id {id:?} is not a UUID"),
+        );
+    }
+    match lookup(state, store, id.to_ascii_lowercase()).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("{what} {id} not found")),
+        Err(r) => r,
+    }
+}
+
+async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let response = by_uuid(&state, stores::CUSTOMERS, "customer", &id).await;
+    if response.status() == StatusCode::NOT_FOUND {
+        // Hosted by another instance, but maybe already in this instance's customer
+        // table (what order pricing reads).
+        let stores = state.stores.clone();
+        let key = id.to_ascii_lowercase();
+        let in_table = tokio::task::spawn_blocking(move || {
+            matches!(
+                stores.get(stores::CUSTOMER_TABLE, key.as_bytes()),
+                Ok(Some(_))
+            )
+        })
+        .await
+        .unwrap_or(false);
+        if in_table {
+            return Json(json!({
+                "customer_id": id.to_ascii_lowercase(),
+                "visible_to_orders": true,
+                "hosted_here": false,
+            }))
+            .into_response();
+        }
+    }
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (_, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut customer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // Whether this instance's order processor can price orders for the customer yet.
+    let stores = state.stores.clone();
+    let key = id.to_ascii_lowercase();
+    // (null when no order processor runs in this process).
+    let visible = tokio::task::spawn_blocking(move || {
+        if stores.partitions(stores::CUSTOMER_TABLE).is_empty() {
+            return Value::Null;
+        }
+        json!(matches!(
+            stores.get(stores::CUSTOMER_TABLE, key.as_bytes()),
+            Ok(Some(_))
+        ))
+    })
+    .await
+    .unwrap_or(Value::Null);
+    customer["visible_to_orders"] = visible;
+    Json(customer).into_response()
+}
+
+async fn get_payment(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    by_uuid(&state, stores::PAYMENTS, "payment of order", &id).await
+}
+
+async fn get_shipment(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    by_uuid(&state, stores::SHIPMENTS, "shipment of order", &id).await
 }
 
 async fn live() -> Response {

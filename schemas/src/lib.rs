@@ -8,5 +8,7 @@
 mod registry;
 pub mod topics;
 pub mod wire;
+#[cfg(test)]
+mod wire_roundtrip;
 
 pub use registry::{AvroSerde, RegistryError, SchemaKind, WireError};

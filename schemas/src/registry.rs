@@ -21,14 +21,28 @@ pub enum SchemaKind {
     OrderEvent,
     InventoryCommand,
     InventoryEvent,
+    PaymentCommand,
+    PaymentEvent,
+    ShippingCommand,
+    ShippingEvent,
+    CustomerCommand,
+    CustomerEvent,
+    Customer,
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 4] = [
+    pub const ALL: [SchemaKind; 11] = [
         SchemaKind::OrderCommand,
         SchemaKind::OrderEvent,
         SchemaKind::InventoryCommand,
         SchemaKind::InventoryEvent,
+        SchemaKind::PaymentCommand,
+        SchemaKind::PaymentEvent,
+        SchemaKind::ShippingCommand,
+        SchemaKind::ShippingEvent,
+        SchemaKind::CustomerCommand,
+        SchemaKind::CustomerEvent,
+        SchemaKind::Customer,
     ];
 
     /// The `.avsc` text, compiled in so a binary always carries the schemas it writes.
@@ -38,6 +52,13 @@ impl SchemaKind {
             SchemaKind::OrderEvent => include_str!("../avro/order-event.avsc"),
             SchemaKind::InventoryCommand => include_str!("../avro/inventory-command.avsc"),
             SchemaKind::InventoryEvent => include_str!("../avro/inventory-event.avsc"),
+            SchemaKind::PaymentCommand => include_str!("../avro/payment-command.avsc"),
+            SchemaKind::PaymentEvent => include_str!("../avro/payment-event.avsc"),
+            SchemaKind::ShippingCommand => include_str!("../avro/shipping-command.avsc"),
+            SchemaKind::ShippingEvent => include_str!("../avro/shipping-event.avsc"),
+            SchemaKind::CustomerCommand => include_str!("../avro/customer-command.avsc"),
+            SchemaKind::CustomerEvent => include_str!("../avro/customer-event.avsc"),
+            SchemaKind::Customer => include_str!("../avro/customer.avsc"),
         }
     }
 
@@ -47,6 +68,13 @@ impl SchemaKind {
             SchemaKind::OrderEvent => "erp.order.OrderEvent",
             SchemaKind::InventoryCommand => "erp.inventory.InventoryCommand",
             SchemaKind::InventoryEvent => "erp.inventory.InventoryEvent",
+            SchemaKind::PaymentCommand => "erp.payment.PaymentCommand",
+            SchemaKind::PaymentEvent => "erp.payment.PaymentEvent",
+            SchemaKind::ShippingCommand => "erp.shipping.ShippingCommand",
+            SchemaKind::ShippingEvent => "erp.shipping.ShippingEvent",
+            SchemaKind::CustomerCommand => "erp.customer.CustomerCommand",
+            SchemaKind::CustomerEvent => "erp.customer.CustomerEvent",
+            SchemaKind::Customer => "erp.customer.Customer",
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::SchemaKind;
 
-/// The topics of the order/inventory saga, derived from one prefix.
+/// The topics of the saga, derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     pub prefix: String,
@@ -41,6 +41,35 @@ impl Topics {
         self.name("inventory-events")
     }
 
+    /// Payment commands, keyed by order id.
+    pub fn payment_commands(&self) -> String {
+        self.name("payment-commands")
+    }
+    /// Payment events, keyed by order id (co-partitioned with the orders).
+    pub fn payment_events(&self) -> String {
+        self.name("payment-events")
+    }
+    /// Shipping commands, keyed by order id.
+    pub fn shipping_commands(&self) -> String {
+        self.name("shipping-commands")
+    }
+    /// Shipping events, keyed by order id (co-partitioned with the orders).
+    pub fn shipping_events(&self) -> String {
+        self.name("shipping-events")
+    }
+    /// Customer commands, keyed by customer id.
+    pub fn customer_commands(&self) -> String {
+        self.name("customer-commands")
+    }
+    /// Customer events, keyed by customer id.
+    pub fn customer_events(&self) -> String {
+        self.name("customer-events")
+    }
+    /// The customer table (compacted), keyed by customer id: latest state per customer.
+    pub fn customers(&self) -> String {
+        self.name("customers")
+    }
+
     /// Application id of a context's processor; consumer group, transactional ids,
     /// changelog and DLQ names derive from it.
     pub fn application_id(&self, context: &str) -> String {
@@ -55,6 +84,13 @@ impl Topics {
             (self.order_replies(), SchemaKind::InventoryEvent),
             (self.inventory_commands(), SchemaKind::InventoryCommand),
             (self.inventory_events(), SchemaKind::InventoryEvent),
+            (self.payment_commands(), SchemaKind::PaymentCommand),
+            (self.payment_events(), SchemaKind::PaymentEvent),
+            (self.shipping_commands(), SchemaKind::ShippingCommand),
+            (self.shipping_events(), SchemaKind::ShippingEvent),
+            (self.customer_commands(), SchemaKind::CustomerCommand),
+            (self.customer_events(), SchemaKind::CustomerEvent),
+            (self.customers(), SchemaKind::Customer),
         ]
     }
 

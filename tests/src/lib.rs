@@ -13,11 +13,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 
-use erp_connectors::CommandPublisher;
-use erp_processors::app::{Context, Engines, prepare};
+use erp_connectors::{Carrier, CommandPublisher};
+use erp_processors::app::{Context, Engines, SagaSettings, prepare};
+use erp_processors::audit::{AuditReport, audit_until_settled};
 use erp_processors::config::Settings;
 use erp_schemas::topics::Topics;
-use erp_schemas::{AvroSerde, SchemaKind};
+use erp_schemas::{AvroSerde, SchemaKind, wire};
 
 pub mod process;
 
@@ -79,8 +80,12 @@ pub struct TestApp {
     pub topics: Topics,
     pub settings: Settings,
     pub serde: Arc<AvroSerde>,
+    pub saga: SagaSettings,
     pub state_dir: tempfile::TempDir,
 }
+
+/// The customer most tests order for (registered by [`TestApp::register_customer`]).
+pub const CUSTOMER: &str = "0b6f3f34-7f0c-4f8e-b0a4-9e7f6c1d2e33";
 
 impl TestApp {
     pub fn new(name: &str) -> Self {
@@ -88,6 +93,10 @@ impl TestApp {
     }
 
     pub fn with_partitions(name: &str, partitions: i32) -> Self {
+        Self::with_saga(name, partitions, SagaSettings::default())
+    }
+
+    pub fn with_saga(name: &str, partitions: i32, saga: SagaSettings) -> Self {
         require_stack();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -104,17 +113,19 @@ impl TestApp {
             state_dir: state_dir.path().to_path_buf(),
             partitions,
             topic_prefix: prefix.clone(),
+            reservation_ttl_ms: saga.reservation_ttl.as_millis() as u64,
             ..Settings::default()
         };
         let app = Self {
             topics: Topics::new(prefix),
             serde: Arc::new(AvroSerde::new(&settings.schema_registry_url)),
             settings,
+            saga,
             state_dir,
         };
         let topologies: Vec<_> = Context::ALL
             .iter()
-            .map(|c| c.topology(&app.topics, app.serde.clone()))
+            .map(|c| c.topology(&app.topics, app.serde.clone(), app.saga))
             .collect();
         tokio::runtime::Runtime::new()
             .expect("runtime")
@@ -132,11 +143,16 @@ impl TestApp {
         self.state_dir.path().to_path_buf()
     }
 
-    /// Starts the order and inventory engines in this process.
+    /// Starts every processor in this process.
     pub fn start(&self) -> Engines {
-        let topologies = Context::ALL
+        self.start_contexts(&Context::ALL)
+    }
+
+    /// Starts some processors (the others' commands wait in their topics).
+    pub fn start_contexts(&self, contexts: &[Context]) -> Engines {
+        let topologies = contexts
             .iter()
-            .map(|c| c.topology(&self.topics, self.serde.clone()))
+            .map(|c| c.topology(&self.topics, self.serde.clone(), self.saga))
             .collect();
         let engines = Engines::start(&self.settings, topologies).expect("engines");
         let readiness = engines.state.readiness.clone();
@@ -149,19 +165,77 @@ impl TestApp {
     /// Committed records in every changelog of the saga's stores: what a full restore
     /// of this application reads.
     pub fn changelog_records(&self) -> usize {
-        [
-            ("order", ["orders", "processed-ids"]),
-            ("inventory", ["products", "processed-ids"]),
-        ]
-        .iter()
-        .flat_map(|(ctx, stores)| {
-            let app_id = self.topics.application_id(ctx);
-            stores
-                .iter()
-                .map(move |s| format!("{app_id}-{s}-changelog"))
-        })
-        .map(|t| read_committed(&t).len())
-        .sum()
+        Context::ALL
+            .iter()
+            .flat_map(|c| {
+                c.topology(&self.topics, self.serde.clone(), self.saga)
+                    .changelog_topics()
+            })
+            .map(|t| read_committed(&t).len())
+            .sum()
+    }
+
+    /// A RegisterCustomer command for `id`.
+    pub fn registration(id: &str) -> wire::CustomerCommand {
+        let mut c = wire::CustomerCommand::empty(
+            uuid::Uuid::new_v4().to_string(),
+            id.to_string(),
+            1_767_225_600_000,
+        );
+        c.register_customer = Some(wire::RegisterCustomer {
+            name: "Ann Example".into(),
+            email: "ann@example.com".into(),
+            phone: Some("+14155550100".into()),
+            address: wire::Address {
+                street: "1 Main St".into(),
+                city: "Springfield".into(),
+                postal_code: "10001".into(),
+                country: "US".into(),
+            },
+        });
+        c
+    }
+
+    /// Registers `id` and waits until the in-process order processor's customer table
+    /// (global store) has it, so orders for it are priced rather than refused.
+    pub fn register_customer(&self, engines: &Engines, id: &str) {
+        let p = self.publisher();
+        p.customer(&Self::registration(id)).unwrap();
+        p.flush().unwrap();
+        let stores = engines.state.stores.clone();
+        eventually(
+            Duration::from_secs(30),
+            "the customer in the order processor's table",
+            || {
+                stores
+                    .get("customer-table", id.as_bytes())
+                    .ok()
+                    .flatten()
+                    .map(|_| ())
+            },
+        );
+    }
+
+    /// A simulated carrier that dispatches and delivers every shipment of this app.
+    pub fn carrier(&self) -> Carrier {
+        Carrier::start(
+            &self.settings.bootstrap_servers,
+            &format!("{}carrier", self.topics.prefix),
+            self.serde.clone(),
+            self.publisher(),
+        )
+        .expect("carrier")
+    }
+
+    /// The saga's invariants on the committed topics, once everything settled.
+    pub fn audit(&self) -> AuditReport {
+        audit_until_settled(
+            &self.settings.bootstrap_servers,
+            &self.serde,
+            &self.topics,
+            Duration::from_secs(120),
+        )
+        .expect("audit")
     }
 
     pub fn publisher(&self) -> CommandPublisher {

@@ -1,12 +1,14 @@
 //! Running the real `erp` binary as child processes, and the saga's invariants as a
 //! read_committed consumer sees them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use erp_connectors::sample::{self, Rng};
+use erp_processors::audit::AuditReport;
 use erp_schemas::{SchemaKind, wire};
 
 use crate::{TestApp, eventually};
@@ -121,115 +123,52 @@ impl Instance {
     }
 }
 
-/// What the invariant check counted.
-#[derive(Debug)]
-pub struct Outcome {
-    pub confirmed: usize,
-    pub cancelled: usize,
-    pub order_events: usize,
-    pub inventory_events: usize,
+/// Registers `n` customers and waits until every instance's order processor knows them
+/// (its customer table), so the load is priced rather than refused.
+pub fn seed_customers(
+    app: &TestApp,
+    instances: &[&Instance],
+    rng: &mut Rng,
+    n: usize,
+) -> Vec<String> {
+    let p = app.publisher();
+    let cmds = sample::customers(rng, n, 1);
+    for c in &cmds {
+        p.customer(c).unwrap();
+    }
+    p.flush().unwrap();
+    let ids: Vec<String> = cmds.into_iter().map(|c| c.customer_id).collect();
+    for i in instances {
+        for id in &ids {
+            let url = format!("http://127.0.0.1:{}/api/v1/customers/{id}", i.port);
+            eventually(
+                Duration::from_secs(60),
+                "customer visible to orders",
+                || {
+                    let v: serde_json::Value = reqwest::blocking::get(&url).ok()?.json().ok()?;
+                    (v["visible_to_orders"] == true).then_some(())
+                },
+            );
+        }
+    }
+    ids
 }
 
-/// Waits until every order has a terminal event, then checks, on committed data only:
-/// exactly one terminal event per order, no event id twice, and per SKU
-/// Σ reserved − Σ released = the quantities of confirmed orders ≤ initial stock.
-pub fn check_saga_invariants(
-    app: &TestApp,
-    orders: &[wire::OrderCommand],
-    initial_stock: i64,
-) -> Outcome {
-    let topic = app.topics.order_events();
+/// Waits until every order of `orders` ended and compensations settled, then checks the
+/// saga's invariants on committed data (see `erp_processors::audit`).
+pub fn check_saga_invariants(app: &TestApp, orders: &[wire::OrderCommand]) -> AuditReport {
     let ids: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
-    let events = eventually(
-        Duration::from_secs(180),
-        "every order to reach an outcome",
-        || {
-            let ev = app.read::<wire::OrderEvent>(&topic, SchemaKind::OrderEvent);
-            let done: HashSet<String> = ev
-                .iter()
-                .filter(|r| r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some())
-                .map(|r| r.value.order_id.clone())
-                .collect();
-            ids.iter().all(|id| done.contains(*id)).then_some(ev)
-        },
-    );
-    let mut terminals: HashMap<&str, usize> = HashMap::new();
-    let mut seen = HashSet::new();
-    for r in &events {
-        assert!(
-            seen.insert(r.value.event_id.clone()),
-            "order event {} appears twice",
-            r.value.event_id
-        );
-        if r.value.order_confirmed.is_some() || r.value.order_cancelled.is_some() {
-            *terminals.entry(r.value.order_id.as_str()).or_default() += 1;
-        }
-    }
-    assert_eq!(
-        terminals.len(),
-        orders.len(),
-        "every order has a terminal event"
-    );
-    if let Some((id, n)) = terminals.iter().find(|(_, n)| **n != 1) {
-        panic!("order {id} has {n} terminal events");
-    }
-    let confirmed: HashSet<&str> = events
-        .iter()
-        .filter(|r| r.value.order_confirmed.is_some())
-        .map(|r| r.value.order_id.as_str())
+    let report = app.audit();
+    assert!(report.is_clean(), "saga invariants:\n{report}");
+    let created: HashSet<String> = app
+        .read::<wire::OrderEvent>(&app.topics.order_events(), SchemaKind::OrderEvent)
+        .into_iter()
+        .filter(|r| r.value.order_created.is_some())
+        .map(|r| r.value.order_id)
         .collect();
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    for o in orders {
-        if confirmed.contains(o.order_id.as_str()) {
-            for l in &o.place_order.as_ref().unwrap().lines {
-                *expected.entry(l.sku.clone()).or_default() += i64::from(l.quantity);
-            }
-        }
-    }
-    let inventory = app
-        .read::<wire::InventoryEvent>(&app.topics.inventory_events(), SchemaKind::InventoryEvent);
-    let mut inv_ids = HashSet::new();
-    for r in &inventory {
-        assert!(
-            inv_ids.insert(r.value.event_id.clone()),
-            "inventory event {} twice",
-            r.value.event_id
-        );
-    }
-    // Releases follow cancellations asynchronously: wait for them to settle.
-    let held = eventually(
-        Duration::from_secs(60),
-        "stock holds to match confirmed orders",
-        || {
-            let inventory = app.read::<wire::InventoryEvent>(
-                &app.topics.inventory_events(),
-                SchemaKind::InventoryEvent,
-            );
-            let mut h: BTreeMap<String, i64> = BTreeMap::new();
-            for r in &inventory {
-                if let Some(s) = &r.value.stock_reserved {
-                    *h.entry(r.key.clone()).or_default() += i64::from(s.quantity);
-                }
-                if let Some(s) = &r.value.stock_released {
-                    *h.entry(r.key.clone()).or_default() -= i64::from(s.quantity);
-                }
-            }
-            h.retain(|_, v| *v != 0);
-            (h == expected).then_some(h)
-        },
-    );
-    for (sku, n) in &held {
-        assert!(
-            *n <= initial_stock,
-            "{sku} oversold: {n} held of {initial_stock}"
-        );
-    }
-    Outcome {
-        confirmed: confirmed.len(),
-        cancelled: orders.len() - confirmed.len(),
-        order_events: events.len(),
-        inventory_events: inventory.len(),
-    }
+    let missing = ids.iter().filter(|id| !created.contains(**id)).count();
+    assert_eq!(missing, 0, "{missing} orders were never created");
+    report
 }
 
 /// A failing test must not leave its processes running (they would hold the test's

@@ -1,58 +1,175 @@
-//! The whole order ↔ inventory saga through two broker-free topology drivers (the
-//! registry is real: the processors read and write the Confluent wire format).
+//! The whole saga through five broker-free topology drivers (the registry is real: the
+//! processors read and write the Confluent wire format). Records are shuttled between
+//! the drivers as Kafka would route them; a simulated carrier dispatches and delivers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use erp_processors::app::Context;
+use erp_processors::app::{Context, SagaSettings};
 use erp_processors::engine::TopologyTestDriver;
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
-use erp_tests::registry_url;
+use erp_tests::{CUSTOMER, TestApp, registry_url};
 
-#[test]
-fn the_saga_runs_through_topology_drivers() {
-    let topics = Topics::new(format!(
-        "drv-{}-",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ));
-    let serde = Arc::new(AvroSerde::new(&registry_url()));
-    for (topic, kind) in topics.subjects() {
-        serde
-            .register(&topic, kind)
-            .expect("registry reachable (scripts/stack.sh up)");
+const ORDER: &str = "6f1c1f8e-3c1a-4f57-9a0e-0d7f3b1c2a11";
+
+struct Saga {
+    topics: Topics,
+    serde: Arc<AvroSerde>,
+    order: TopologyTestDriver,
+    inventory: TopologyTestDriver,
+    payment: TopologyTestDriver,
+    shipping: TopologyTestDriver,
+    customer: TopologyTestDriver,
+}
+
+impl Saga {
+    fn new(ttl: Duration) -> Self {
+        let topics = Topics::new(format!(
+            "drv-{}-",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        let serde = Arc::new(AvroSerde::new(&registry_url()));
+        for (topic, kind) in topics.subjects() {
+            serde
+                .register(&topic, kind)
+                .expect("registry reachable (scripts/stack.sh up)");
+        }
+        let saga = SagaSettings {
+            reservation_ttl: ttl,
+        };
+        let driver =
+            |c: Context| TopologyTestDriver::new(c.topology(&topics, serde.clone(), saga), 3);
+        Self {
+            order: driver(Context::Order),
+            inventory: driver(Context::Inventory),
+            payment: driver(Context::Payment),
+            shipping: driver(Context::Shipping),
+            customer: driver(Context::Customer),
+            topics,
+            serde,
+        }
     }
-    let mut order = TopologyTestDriver::new(Context::Order.topology(&topics, serde.clone()), 3);
-    let mut inventory =
-        TopologyTestDriver::new(Context::Inventory.topology(&topics, serde.clone()), 3);
 
-    let mut register = wire::InventoryCommand::empty("c-1".into(), "SKU-A".into(), 1);
-    register.register_product = Some(wire::RegisterProduct {
-        name: "A".into(),
-        initial_stock: 5,
-        low_stock_threshold: 1,
-        unit_weight_kg: None,
-    });
-    let bytes = serde
-        .encode(
-            &topics.inventory_commands(),
+    fn encode<T: serde::Serialize>(&self, topic: &str, kind: SchemaKind, v: &T) -> Vec<u8> {
+        self.serde.encode(topic, kind, v).unwrap()
+    }
+
+    /// Shuttles records between the drivers until nothing moves.
+    fn settle(&mut self) {
+        let t = self.topics.clone();
+        loop {
+            let mut moved = 0;
+            let routes: [(&str, String, String); 8] = [
+                ("order", t.inventory_commands(), "inventory".into()),
+                ("inventory", t.inventory_commands(), "inventory".into()),
+                ("inventory", t.order_replies(), "order".into()),
+                ("order", t.payment_commands(), "payment".into()),
+                ("payment", t.payment_events(), "order".into()),
+                ("order", t.shipping_commands(), "shipping".into()),
+                ("order", t.customer_commands(), "customer".into()),
+                ("customer", t.customers(), "customer-table".into()),
+            ];
+            for (from, topic, to) in routes {
+                let records = self.driver(from).read_output(&topic);
+                moved += records.len();
+                for r in records {
+                    if to == "customer-table" {
+                        self.order
+                            .pipe_global("customer-table", &r.key, Some(&r.value));
+                    } else {
+                        self.driver(&to)
+                            .pipe(&topic, &r.key, &r.value, r.timestamp)
+                            .unwrap();
+                    }
+                }
+            }
+            // Shipping events go to the order, and the carrier acts on new shipments.
+            for r in self.shipping.read_output(&t.shipping_events()) {
+                moved += 1;
+                self.order
+                    .pipe(&t.shipping_events(), &r.key, &r.value, r.timestamp)
+                    .unwrap();
+                let e: wire::ShippingEvent = self
+                    .serde
+                    .decode(SchemaKind::ShippingEvent, &r.value)
+                    .unwrap();
+                if e.shipment_created.is_some() {
+                    for (i, what) in ["dispatch", "deliver"].iter().enumerate() {
+                        let mut c = wire::ShippingCommand::empty(
+                            format!("{}-{what}", e.event_id),
+                            e.order_id.clone(),
+                            r.timestamp + 1 + i as i64,
+                        );
+                        if *what == "dispatch" {
+                            c.dispatch_shipment = Some(wire::DispatchShipment { note: None });
+                        } else {
+                            c.deliver_shipment = Some(wire::DeliverShipment { note: None });
+                        }
+                        let v =
+                            self.encode(&t.shipping_commands(), SchemaKind::ShippingCommand, &c);
+                        self.shipping
+                            .pipe(
+                                &t.shipping_commands(),
+                                e.order_id.as_bytes(),
+                                &v,
+                                c.issued_at,
+                            )
+                            .unwrap();
+                    }
+                }
+            }
+            if moved == 0 {
+                break;
+            }
+        }
+    }
+
+    fn driver(&mut self, name: &str) -> &mut TopologyTestDriver {
+        match name {
+            "order" => &mut self.order,
+            "inventory" => &mut self.inventory,
+            "payment" => &mut self.payment,
+            "shipping" => &mut self.shipping,
+            _ => &mut self.customer,
+        }
+    }
+
+    fn seed(&mut self, stock: i32) {
+        let reg = TestApp::registration(CUSTOMER);
+        let v = self.encode(
+            &self.topics.customer_commands(),
+            SchemaKind::CustomerCommand,
+            &reg,
+        );
+        self.customer
+            .pipe(&self.topics.customer_commands(), CUSTOMER.as_bytes(), &v, 1)
+            .unwrap();
+        let mut register = wire::InventoryCommand::empty("c-1".into(), "SKU-A".into(), 1);
+        register.register_product = Some(wire::RegisterProduct {
+            name: "A".into(),
+            initial_stock: stock,
+            low_stock_threshold: 1,
+            unit_weight_kg: None,
+            warehouse: None,
+            reorder_point: None,
+            reorder_quantity: None,
+        });
+        let v = self.encode(
+            &self.topics.inventory_commands(),
             SchemaKind::InventoryCommand,
             &register,
-        )
-        .unwrap();
-    inventory
-        .pipe(&topics.inventory_commands(), b"SKU-A", &bytes, 1)
-        .unwrap();
+        );
+        self.inventory
+            .pipe(&self.topics.inventory_commands(), b"SKU-A", &v, 1)
+            .unwrap();
+        self.settle();
+    }
 
-    let order_id = "6f1c1f8e-3c1a-4f57-9a0e-0d7f3b1c2a11";
-    let place = wire::OrderCommand {
-        command_id: "c-2".into(),
-        order_id: order_id.into(),
-        issued_at: 2,
-        correlation_id: None,
-        expected_version: None,
-        cancel_order: None,
-        place_order: Some(wire::PlaceOrder {
-            customer_id: "0b6f3f34-7f0c-4f8e-b0a4-9e7f6c1d2e33".into(),
+    fn place(&mut self, manual_confirmation: bool) {
+        let mut place = wire::OrderCommand::empty("c-2".into(), ORDER.into(), 2);
+        place.place_order = Some(wire::PlaceOrder {
+            customer_id: CUSTOMER.into(),
             currency: "EUR".into(),
             lines: vec![wire::OrderLine {
                 sku: "SKU-A".into(),
@@ -67,38 +184,42 @@ fn the_saga_runs_through_topology_drivers() {
                 postal_code: "95001".into(),
                 country: "FR".into(),
             },
-        }),
-    };
-    let bytes = serde
-        .encode(&topics.order_commands(), SchemaKind::OrderCommand, &place)
-        .unwrap();
-    order
-        .pipe(&topics.order_commands(), order_id.as_bytes(), &bytes, 2)
-        .unwrap();
-
-    // Shuttle records between the two drivers until nothing moves.
-    loop {
-        let to_inventory = order.read_output(&topics.inventory_commands());
-        let to_order = inventory.read_output(&topics.order_replies());
-        if to_inventory.is_empty() && to_order.is_empty() {
-            break;
-        }
-        for r in to_inventory {
-            inventory
-                .pipe(&topics.inventory_commands(), &r.key, &r.value, r.timestamp)
-                .unwrap();
-        }
-        for r in to_order {
-            order
-                .pipe(&topics.order_replies(), &r.key, &r.value, r.timestamp)
-                .unwrap();
-        }
+            payment_method: None,
+            shipping_method: None,
+            manual_confirmation: Some(manual_confirmation),
+        });
+        let v = self.encode(
+            &self.topics.order_commands(),
+            SchemaKind::OrderCommand,
+            &place,
+        );
+        self.order
+            .pipe(&self.topics.order_commands(), ORDER.as_bytes(), &v, 2)
+            .unwrap();
+        self.settle();
     }
-    let events: Vec<wire::OrderEvent> = order
-        .read_output(&topics.order_events())
-        .iter()
-        .map(|r| serde.decode(SchemaKind::OrderEvent, &r.value).unwrap())
-        .collect();
+
+    fn order_events(&mut self) -> Vec<wire::OrderEvent> {
+        let topic = self.topics.order_events();
+        let serde = self.serde.clone();
+        self.order
+            .read_output(&topic)
+            .iter()
+            .map(|r| serde.decode(SchemaKind::OrderEvent, &r.value).unwrap())
+            .collect()
+    }
+
+    fn product(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.inventory.store_get("products", b"SKU-A").unwrap()).unwrap()
+    }
+}
+
+#[test]
+fn the_whole_saga_runs_through_topology_drivers() {
+    let mut saga = Saga::new(Duration::from_secs(900));
+    saga.seed(5);
+    saga.place(false);
+    let events = saga.order_events();
     let created = events[0].order_created.as_ref().unwrap();
     // 3 × 19.99 = 59.97; tax 6.00; 60 kg → 10 + 5 + 15 (remote "9…") = 30.00; total 95.97
     assert_eq!(
@@ -110,18 +231,46 @@ fn the_saga_runs_through_topology_drivers() {
         ),
         ("59.97", "6.00", "30.00", "95.97")
     );
-    assert!(events.last().unwrap().order_confirmed.is_some());
-    let product: serde_json::Value =
-        serde_json::from_slice(&inventory.store_get("products", b"SKU-A").unwrap()).unwrap();
+    let statuses: Vec<&str> = events.iter().filter_map(|e| e.status.as_deref()).collect();
+    assert_eq!(statuses.first(), Some(&"PENDING"));
+    assert_eq!(statuses.last(), Some(&"COMPLETED"));
     assert_eq!(
-        (product["on_hand"].as_u64(), product["reserved"].as_u64()),
-        (Some(5), Some(3))
+        events
+            .iter()
+            .filter(|e| e.order_completed.is_some())
+            .count(),
+        1
     );
-    let low: Vec<wire::InventoryEvent> = inventory
-        .read_output(&topics.inventory_events())
+    // Sold: three units left the books, nothing is held.
+    let product = saga.product();
+    assert_eq!(product["warehouses"]["main"]["on_hand"], 2);
+    assert_eq!(product["warehouses"]["main"]["reserved"], 0);
+    // The customer's lifetime spend counts the completed order.
+    let customer: serde_json::Value = serde_json::from_slice(
+        &saga
+            .customer
+            .store_get("customers", CUSTOMER.as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(customer["lifetime_spend"]["EUR"], "95.97");
+}
+
+#[test]
+fn an_unconfirmed_order_loses_its_reservation_to_the_expiry_punctuation() {
+    let mut saga = Saga::new(Duration::from_millis(1_000));
+    saga.seed(5);
+    saga.place(true);
+    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 3);
+    // The wall clock moves past the TTL: the punctuation writes ExpireReservation to the
+    // inventory's own input, inventory releases and tells the order.
+    saga.inventory.advance_wall_clock(5_000).unwrap();
+    saga.settle();
+    let events = saga.order_events();
+    let cancelled = events
         .iter()
-        .map(|r| serde.decode(SchemaKind::InventoryEvent, &r.value).unwrap())
-        .filter(|e: &wire::InventoryEvent| e.low_stock_warning.is_none())
-        .collect();
-    assert!(low.iter().any(|e| e.stock_reserved.is_some()));
+        .find_map(|e| e.order_cancelled.clone())
+        .expect("cancelled");
+    assert!(cancelled.reason.contains("expired"), "{}", cancelled.reason);
+    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 0);
 }

@@ -1,4 +1,9 @@
 //! The product aggregate as a pure decider.
+//!
+//! Stock lives in warehouses. The allocator (documented in [`allocate`]) chooses where
+//! a reservation is held. Holds are kept on the product only while in flight: a commit
+//! (sale), release or expiry removes them, so a product's state does not grow with the
+//! number of orders it ever served.
 
 use std::collections::BTreeMap;
 
@@ -9,30 +14,98 @@ use super::command::InventoryCommand;
 use super::event::InventoryEvent;
 use crate::values::{OrderId, Sku};
 
+/// Where returned goods are booked when the product has no warehouse of that name.
+pub const DEFAULT_WAREHOUSE: &str = "main";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseStock {
+    pub on_hand: u32,
+    pub reserved: u32,
+}
+
+/// Stock held for one order: per line, units per warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub lines: BTreeMap<u32, BTreeMap<String, u32>>,
+    /// Record time of the first reservation of the order; expiry counts from here.
+    pub reserved_at: i64,
+}
+
+impl Hold {
+    pub fn quantity(&self) -> u32 {
+        self.lines.values().flat_map(|a| a.values()).sum()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Product {
     pub sku: Sku,
     pub name: String,
-    pub on_hand: u32,
-    pub reserved: u32,
+    pub warehouses: BTreeMap<String, WarehouseStock>,
     pub low_stock_threshold: u32,
+    pub reorder_point: u32,
+    pub reorder_quantity: u32,
     pub unit_weight_kg: Decimal,
-    /// Held quantities by order id, then line number.
-    pub reservations: BTreeMap<String, BTreeMap<u32, u32>>,
+    /// In-flight holds by order id.
+    pub holds: BTreeMap<String, Hold>,
     pub version: i64,
 }
 
 impl Product {
-    pub fn available(&self) -> u32 {
-        self.on_hand - self.reserved
+    pub fn on_hand(&self) -> u32 {
+        self.warehouses.values().map(|w| w.on_hand).sum()
     }
 
-    fn held_for(&self, order_id: &OrderId) -> u32 {
-        self.reservations
-            .get(&order_id.to_string())
-            .map(|lines| lines.values().sum())
-            .unwrap_or(0)
+    pub fn reserved(&self) -> u32 {
+        self.warehouses.values().map(|w| w.reserved).sum()
     }
+
+    pub fn available(&self) -> u32 {
+        self.on_hand() - self.reserved()
+    }
+
+    /// Holds older than `ttl_ms` at `now`, oldest first.
+    pub fn expired_holds(&self, now: i64, ttl_ms: i64) -> Vec<(OrderId, i64)> {
+        let mut due: Vec<(OrderId, i64)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| now - h.reserved_at >= ttl_ms)
+            .filter_map(|(o, h)| OrderId::parse(o).ok().map(|o| (o, h.reserved_at)))
+            .collect();
+        due.sort_by_key(|(_, at)| *at);
+        due
+    }
+}
+
+/// The allocator. Rule: one warehouse if any can fill the whole line — the one with the
+/// most available units (ties: the first by name), so a line ships from one place;
+/// otherwise split, taking from the warehouses with the most available first (ties by
+/// name) until the line is filled. `None` when all warehouses together cannot fill it.
+pub fn allocate(
+    warehouses: &BTreeMap<String, WarehouseStock>,
+    quantity: u32,
+) -> Option<BTreeMap<String, u32>> {
+    let mut by_available: Vec<(&String, u32)> = warehouses
+        .iter()
+        .map(|(name, w)| (name, w.on_hand - w.reserved))
+        .filter(|(_, a)| *a > 0)
+        .collect();
+    // Stable sort: equal availability keeps name order.
+    by_available.sort_by_key(|(_, available)| std::cmp::Reverse(*available));
+    if let Some((name, _)) = by_available.iter().find(|(_, a)| *a >= quantity) {
+        return Some(BTreeMap::from([((*name).clone(), quantity)]));
+    }
+    let mut left = quantity;
+    let mut allocation = BTreeMap::new();
+    for (name, available) in by_available {
+        if left == 0 {
+            break;
+        }
+        let take = available.min(left);
+        allocation.insert(name.clone(), take);
+        left -= take;
+    }
+    (left == 0).then_some(allocation)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,33 +116,84 @@ pub enum Rejection {
     AlreadyRegistered(Sku),
     #[error("stock of {sku} would exceed {max} units")]
     Overflow { sku: Sku, max: u32 },
+    #[error(
+        "warehouse {warehouse} holds {reserved} reserved units; a count of {counted} cannot cover them"
+    )]
+    BelowReserved {
+        warehouse: String,
+        reserved: u32,
+        counted: u32,
+    },
+    #[error("warehouse name must not be empty")]
+    NoWarehouse,
 }
 
 const MAX_STOCK: u32 = i32::MAX as u32;
 
+/// LowStockWarning and reorder suggestion when available stock crosses below the
+/// product's threshold / reorder point.
+fn warnings(p: &Product, before: u32, after: u32) -> Vec<InventoryEvent> {
+    let mut out = Vec::new();
+    if after < p.low_stock_threshold && before >= p.low_stock_threshold {
+        out.push(InventoryEvent::LowStock {
+            available: after,
+            threshold: p.low_stock_threshold,
+        });
+    }
+    if after < p.reorder_point && before >= p.reorder_point && p.reorder_quantity > 0 {
+        out.push(InventoryEvent::ReorderSuggested {
+            available: after,
+            reorder_point: p.reorder_point,
+            quantity: p.reorder_quantity,
+        });
+    }
+    out
+}
+
+/// Decides what `command` does to the product `state` (None: unknown SKU) at record
+/// time `now`.
 pub fn decide(
     sku: &Sku,
     state: Option<&Product>,
     command: &InventoryCommand,
+    now: i64,
 ) -> Result<Vec<InventoryEvent>, Rejection> {
     use InventoryCommand as C;
     use InventoryEvent as E;
+    let overflow = || Rejection::Overflow {
+        sku: sku.clone(),
+        max: MAX_STOCK,
+    };
     match (state, command) {
         (Some(_), C::RegisterProduct { .. }) => Err(Rejection::AlreadyRegistered(sku.clone())),
         (
             None,
             C::RegisterProduct {
                 name,
+                warehouse,
                 initial_stock,
                 low_stock_threshold,
+                reorder_point,
+                reorder_quantity,
                 unit_weight_kg,
             },
-        ) => Ok(vec![E::Registered {
-            name: name.clone(),
-            on_hand: *initial_stock,
-            low_stock_threshold: *low_stock_threshold,
-            unit_weight_kg: *unit_weight_kg,
-        }]),
+        ) => {
+            if warehouse.trim().is_empty() {
+                return Err(Rejection::NoWarehouse);
+            }
+            if *initial_stock > MAX_STOCK {
+                return Err(overflow());
+            }
+            Ok(vec![E::Registered {
+                name: name.clone(),
+                warehouse: warehouse.trim().to_string(),
+                on_hand: *initial_stock,
+                low_stock_threshold: *low_stock_threshold,
+                reorder_point: *reorder_point,
+                reorder_quantity: *reorder_quantity,
+                unit_weight_kg: *unit_weight_kg,
+            }])
+        }
         // A reservation for an unknown SKU is a business answer the order needs.
         (
             None,
@@ -85,21 +209,73 @@ pub fn decide(
             available: 0,
             reason: format!("unknown SKU {sku}"),
         }]),
+        (None, C::CommitReservation { order_id }) => Ok(vec![E::CommitRejected {
+            order_id: *order_id,
+            reason: format!("unknown SKU {sku}"),
+        }]),
+        // Nothing can be held on an unknown SKU: nothing to release or expire.
+        (None, C::ReleaseStock { .. } | C::ExpireReservation { .. }) => Ok(vec![]),
         (None, _) => Err(Rejection::UnknownSku(sku.clone())),
-        (Some(p), C::Restock { quantity }) => {
+        (
+            Some(p),
+            C::Restock {
+                warehouse,
+                quantity,
+            },
+        ) => {
+            if warehouse.trim().is_empty() {
+                return Err(Rejection::NoWarehouse);
+            }
             let on_hand = p
-                .on_hand
+                .on_hand()
                 .checked_add(quantity.get())
                 .filter(|n| *n <= MAX_STOCK)
-                .ok_or(Rejection::Overflow {
-                    sku: sku.clone(),
-                    max: MAX_STOCK,
-                })?;
+                .ok_or_else(overflow)?;
             Ok(vec![E::Restocked {
+                warehouse: warehouse.trim().to_string(),
                 quantity: quantity.get(),
                 on_hand,
-                available: on_hand - p.reserved,
+                available: on_hand - p.reserved(),
             }])
+        }
+        (
+            Some(p),
+            C::AdjustStock {
+                warehouse,
+                counted,
+                reason,
+            },
+        ) => {
+            let w = warehouse.trim();
+            if w.is_empty() {
+                return Err(Rejection::NoWarehouse);
+            }
+            let stock = p.warehouses.get(w).copied().unwrap_or_default();
+            if *counted < stock.reserved {
+                return Err(Rejection::BelowReserved {
+                    warehouse: w.to_string(),
+                    reserved: stock.reserved,
+                    counted: *counted,
+                });
+            }
+            if stock.on_hand == *counted {
+                return Ok(vec![]);
+            }
+            let total = p.on_hand() - stock.on_hand;
+            if total.checked_add(*counted).is_none_or(|n| n > MAX_STOCK) {
+                return Err(overflow());
+            }
+            let before = p.available();
+            let after = before + counted - stock.on_hand;
+            let mut events = vec![E::Adjusted {
+                warehouse: w.to_string(),
+                from: stock.on_hand,
+                to: *counted,
+                reason: reason.clone(),
+                available: after,
+            }];
+            events.extend(warnings(p, before, after));
+            Ok(events)
         }
         (
             Some(p),
@@ -110,15 +286,15 @@ pub fn decide(
             },
         ) => {
             let already = p
-                .reservations
+                .holds
                 .get(&order_id.to_string())
-                .is_some_and(|lines| lines.contains_key(line_no));
+                .is_some_and(|h| h.lines.contains_key(line_no));
             if already {
                 return Ok(vec![]);
             }
             let q = quantity.get();
             let available = p.available();
-            if q > available {
+            let Some(allocation) = allocate(&p.warehouses, q) else {
                 return Ok(vec![E::Rejected {
                     order_id: *order_id,
                     line_no: *line_no,
@@ -126,32 +302,99 @@ pub fn decide(
                     available,
                     reason: format!("insufficient stock: requested {q}, available {available}"),
                 }]);
-            }
+            };
             let left = available - q;
             let mut events = vec![E::Reserved {
                 order_id: *order_id,
                 line_no: *line_no,
                 quantity: q,
+                allocation,
                 available: left,
+                at: now,
             }];
-            if left < p.low_stock_threshold && available >= p.low_stock_threshold {
-                events.push(E::LowStock {
-                    available: left,
-                    threshold: p.low_stock_threshold,
-                });
-            }
+            events.extend(warnings(p, available, left));
             Ok(events)
         }
-        (Some(p), C::ReleaseStock { order_id, .. }) => {
-            let held = p.held_for(order_id);
-            if held == 0 {
+        (Some(p), C::ReleaseStock { order_id, reason }) => {
+            let Some(hold) = p.holds.get(&order_id.to_string()) else {
                 return Ok(vec![]);
-            }
+            };
             Ok(vec![E::Released {
                 order_id: *order_id,
-                quantity: held,
-                available: p.available() + held,
+                quantity: hold.quantity(),
+                available: p.available() + hold.quantity(),
+                reason: reason.clone(),
             }])
+        }
+        (Some(p), C::ExpireReservation { order_id }) => {
+            let Some(hold) = p.holds.get(&order_id.to_string()) else {
+                return Ok(vec![]);
+            };
+            Ok(vec![E::Expired {
+                order_id: *order_id,
+                quantity: hold.quantity(),
+                available: p.available() + hold.quantity(),
+            }])
+        }
+        (Some(p), C::CommitReservation { order_id }) => {
+            let Some(hold) = p.holds.get(&order_id.to_string()) else {
+                return Ok(vec![E::CommitRejected {
+                    order_id: *order_id,
+                    reason: "no stock is held for the order (expired or released)".into(),
+                }]);
+            };
+            Ok(vec![E::Committed {
+                order_id: *order_id,
+                quantity: hold.quantity(),
+                on_hand: p.on_hand() - hold.quantity(),
+                available: p.available(),
+            }])
+        }
+        (
+            Some(p),
+            C::ReturnStock {
+                order_id, quantity, ..
+            },
+        ) => {
+            let on_hand = p
+                .on_hand()
+                .checked_add(quantity.get())
+                .filter(|n| *n <= MAX_STOCK)
+                .ok_or_else(overflow)?;
+            Ok(vec![E::Returned {
+                order_id: *order_id,
+                warehouse: returns_warehouse(p),
+                quantity: quantity.get(),
+                on_hand,
+                available: on_hand - p.reserved(),
+            }])
+        }
+    }
+}
+
+/// Returned goods go to the default warehouse if the product has one, else to its
+/// first warehouse by name.
+fn returns_warehouse(p: &Product) -> String {
+    if p.warehouses.contains_key(DEFAULT_WAREHOUSE) {
+        return DEFAULT_WAREHOUSE.to_string();
+    }
+    p.warehouses
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string())
+}
+
+fn drop_hold(p: &mut Product, order_id: &OrderId, sold: bool) {
+    if let Some(hold) = p.holds.remove(&order_id.to_string()) {
+        for alloc in hold.lines.values() {
+            for (w, q) in alloc {
+                let stock = p.warehouses.entry(w.clone()).or_default();
+                stock.reserved -= q;
+                if sold {
+                    stock.on_hand -= q;
+                }
+            }
         }
     }
 }
@@ -163,45 +406,75 @@ pub fn evolve(sku: &Sku, state: Option<Product>, event: &InventoryEvent) -> Opti
             None,
             E::Registered {
                 name,
+                warehouse,
                 on_hand,
                 low_stock_threshold,
+                reorder_point,
+                reorder_quantity,
                 unit_weight_kg,
             },
         ) => Some(Product {
             sku: sku.clone(),
             name: name.clone(),
-            on_hand: *on_hand,
-            reserved: 0,
+            warehouses: BTreeMap::from([(
+                warehouse.clone(),
+                WarehouseStock {
+                    on_hand: *on_hand,
+                    reserved: 0,
+                },
+            )]),
             low_stock_threshold: *low_stock_threshold,
+            reorder_point: *reorder_point,
+            reorder_quantity: *reorder_quantity,
             unit_weight_kg: *unit_weight_kg,
-            reservations: BTreeMap::new(),
+            holds: BTreeMap::new(),
             version: 1,
         }),
         (None, _) => None,
         (Some(mut p), event) => {
             match event {
                 E::Registered { .. } => return Some(p),
-                E::Restocked { on_hand, .. } => p.on_hand = *on_hand,
+                E::Restocked {
+                    warehouse,
+                    quantity,
+                    ..
+                } => p.warehouses.entry(warehouse.clone()).or_default().on_hand += quantity,
+                E::Adjusted { warehouse, to, .. } => {
+                    p.warehouses.entry(warehouse.clone()).or_default().on_hand = *to;
+                }
                 E::Reserved {
                     order_id,
                     line_no,
-                    quantity,
+                    allocation,
+                    at,
                     ..
                 } => {
-                    p.reserved += quantity;
-                    p.reservations
+                    for (w, q) in allocation {
+                        p.warehouses.entry(w.clone()).or_default().reserved += q;
+                    }
+                    p.holds
                         .entry(order_id.to_string())
-                        .or_default()
-                        .insert(*line_no, *quantity);
+                        .or_insert_with(|| Hold {
+                            lines: BTreeMap::new(),
+                            reserved_at: *at,
+                        })
+                        .lines
+                        .insert(*line_no, allocation.clone());
                 }
-                E::Released {
-                    order_id, quantity, ..
-                } => {
-                    p.reserved -= quantity;
-                    p.reservations.remove(&order_id.to_string());
+                E::Released { order_id, .. } | E::Expired { order_id, .. } => {
+                    drop_hold(&mut p, order_id, false)
                 }
+                E::Committed { order_id, .. } => drop_hold(&mut p, order_id, true),
+                E::Returned {
+                    warehouse,
+                    quantity,
+                    ..
+                } => p.warehouses.entry(warehouse.clone()).or_default().on_hand += quantity,
                 // Facts that answer a request without changing stock.
-                E::Rejected { .. } | E::LowStock { .. } => return Some(p),
+                E::Rejected { .. }
+                | E::CommitRejected { .. }
+                | E::LowStock { .. }
+                | E::ReorderSuggested { .. } => return Some(p),
             }
             p.version += 1;
             Some(p)
@@ -225,9 +498,18 @@ mod tests {
     fn register(stock: u32, threshold: u32) -> InventoryCommand {
         InventoryCommand::RegisterProduct {
             name: "Widget".into(),
+            warehouse: "main".into(),
             initial_stock: stock,
             low_stock_threshold: threshold,
+            reorder_point: 0,
+            reorder_quantity: 0,
             unit_weight_kg: dec!(1.5),
+        }
+    }
+    fn restock(w: &str, q: i64) -> InventoryCommand {
+        InventoryCommand::Restock {
+            warehouse: w.into(),
+            quantity: Quantity::new(q).unwrap(),
         }
     }
     fn reserve(o: u8, line_no: u32, q: i64) -> InventoryCommand {
@@ -239,18 +521,29 @@ mod tests {
     }
     fn run(history: &[InventoryCommand]) -> Option<Product> {
         let mut state = None;
-        for c in history {
-            for e in decide(&sku(), state.as_ref(), c).unwrap() {
+        for (t, c) in history.iter().enumerate() {
+            for e in decide(&sku(), state.as_ref(), c, t as i64).unwrap() {
                 state = evolve(&sku(), state, &e);
             }
         }
         state
     }
+    fn when(p: &Option<Product>, c: &InventoryCommand) -> Vec<InventoryEvent> {
+        decide(&sku(), p.as_ref(), c, 1_000).unwrap()
+    }
 
     #[test]
-    fn reserve_within_stock_then_warn_when_low() {
-        let p = run(&[register(10, 5)]);
-        let events = decide(&sku(), p.as_ref(), &reserve(1, 0, 6)).unwrap();
+    fn reserve_within_stock_then_warn_when_low_and_suggest_a_reorder() {
+        let p = run(&[InventoryCommand::RegisterProduct {
+            name: "Widget".into(),
+            warehouse: "main".into(),
+            initial_stock: 10,
+            low_stock_threshold: 5,
+            reorder_point: 6,
+            reorder_quantity: 20,
+            unit_weight_kg: dec!(1.5),
+        }]);
+        let events = when(&p, &reserve(1, 0, 6));
         assert_eq!(
             events,
             vec![
@@ -258,20 +551,47 @@ mod tests {
                     order_id: order(1),
                     line_no: 0,
                     quantity: 6,
-                    available: 4
+                    allocation: BTreeMap::from([("main".to_string(), 6)]),
+                    available: 4,
+                    at: 1_000,
                 },
                 InventoryEvent::LowStock {
                     available: 4,
                     threshold: 5
+                },
+                InventoryEvent::ReorderSuggested {
+                    available: 4,
+                    reorder_point: 6,
+                    quantity: 20
                 },
             ]
         );
     }
 
     #[test]
+    fn the_allocator_prefers_one_warehouse_then_splits_by_availability() {
+        let p = run(&[register(3, 0), restock("east", 5), restock("west", 5)]);
+        // One warehouse can fill 4: the one with most available, ties by name → east.
+        let e = when(&p, &reserve(1, 0, 4));
+        assert!(
+            matches!(&e[0], InventoryEvent::Reserved { allocation, .. } if *allocation == BTreeMap::from([("east".to_string(), 4)]))
+        );
+        // Nobody can fill 12 alone: east 5 + west 5 + main 2.
+        let e = when(&p, &reserve(1, 0, 12));
+        assert!(
+            matches!(&e[0], InventoryEvent::Reserved { allocation, .. } if *allocation == BTreeMap::from([("east".to_string(), 5), ("west".to_string(), 5), ("main".to_string(), 2)]))
+        );
+        assert_eq!(
+            allocate(&p.unwrap().warehouses, 14),
+            None,
+            "13 available in total"
+        );
+    }
+
+    #[test]
     fn reserve_beyond_stock_is_rejected_and_changes_nothing() {
         let p = run(&[register(3, 0)]);
-        let events = decide(&sku(), p.as_ref(), &reserve(1, 0, 4)).unwrap();
+        let events = when(&p, &reserve(1, 0, 4));
         assert!(
             matches!(&events[0], InventoryEvent::Rejected { available: 3, reason, .. } if reason.contains("insufficient"))
         );
@@ -279,81 +599,158 @@ mod tests {
     }
 
     #[test]
-    fn unknown_sku_reservation_is_rejected_with_a_reason_other_commands_fail() {
-        let events = decide(&sku(), None, &reserve(1, 0, 1)).unwrap();
+    fn unknown_sku_reservation_and_commit_are_answered_other_commands_fail() {
+        let events = when(&None, &reserve(1, 0, 1));
         assert!(
             matches!(&events[0], InventoryEvent::Rejected { reason, .. } if reason.contains("unknown SKU"))
         );
-        let restock = InventoryCommand::Restock {
-            quantity: Quantity::new(1).unwrap(),
-        };
+        let commit = InventoryCommand::CommitReservation { order_id: order(1) };
+        assert!(matches!(
+            &when(&None, &commit)[0],
+            InventoryEvent::CommitRejected { .. }
+        ));
         assert_eq!(
-            decide(&sku(), None, &restock),
+            decide(&sku(), None, &restock("main", 1), 0),
             Err(Rejection::UnknownSku(sku()))
         );
         assert_eq!(
-            decide(&sku(), run(&[register(1, 0)]).as_ref(), &register(1, 0)),
+            decide(&sku(), run(&[register(1, 0)]).as_ref(), &register(1, 0), 0),
             Err(Rejection::AlreadyRegistered(sku()))
         );
     }
 
     #[test]
     fn release_returns_everything_held_for_the_order_once() {
-        let p = run(&[
+        let history = [
             register(10, 0),
             reserve(1, 0, 2),
             reserve(1, 1, 3),
             reserve(2, 0, 1),
-        ])
-        .unwrap();
+        ];
+        let p = run(&history).unwrap();
         assert_eq!(p.available(), 4);
         let release = InventoryCommand::ReleaseStock {
             order_id: order(1),
             reason: "cancel".into(),
         };
-        let p = run(&[
-            register(10, 0),
-            reserve(1, 0, 2),
-            reserve(1, 1, 3),
-            reserve(2, 0, 1),
-            release.clone(),
-        ])
-        .unwrap();
-        assert_eq!((p.reserved, p.available()), (1, 9));
-        assert_eq!(decide(&sku(), Some(&p), &release).unwrap(), vec![]);
+        let mut h = history.to_vec();
+        h.push(release.clone());
+        let p = run(&h).unwrap();
+        assert_eq!((p.reserved(), p.available()), (1, 9));
+        assert_eq!(when(&Some(p), &release), vec![]);
+    }
+
+    #[test]
+    fn commit_sells_the_held_stock_and_a_return_brings_it_back() {
+        let commit = InventoryCommand::CommitReservation { order_id: order(1) };
+        let p = run(&[register(10, 0), reserve(1, 0, 4), commit.clone()]).unwrap();
+        assert_eq!((p.on_hand(), p.reserved(), p.available()), (6, 0, 6));
+        assert!(p.holds.is_empty(), "a committed hold is forgotten");
+        // A second commit (or one after expiry) has nothing to commit.
+        assert!(matches!(
+            &when(&Some(p.clone()), &commit)[0],
+            InventoryEvent::CommitRejected { .. }
+        ));
+        let back = InventoryCommand::ReturnStock {
+            order_id: order(1),
+            quantity: Quantity::new(4).unwrap(),
+            reason: "refunded".into(),
+        };
+        let p = run(&[register(10, 0), reserve(1, 0, 4), commit, back]).unwrap();
+        assert_eq!((p.on_hand(), p.available()), (10, 10));
+    }
+
+    #[test]
+    fn an_expired_hold_is_released_and_expiry_after_commit_does_nothing() {
+        let p = run(&[register(10, 0), reserve(1, 0, 4), reserve(2, 0, 1)]);
+        let product = p.clone().unwrap();
+        // Reserved at t=1 and t=2; with a ttl of 10, at t=11 only order 1 is due.
+        assert_eq!(product.expired_holds(11, 10), vec![(order(1), 1)]);
+        let expire = InventoryCommand::ExpireReservation { order_id: order(1) };
+        assert_eq!(
+            when(&p, &expire),
+            vec![InventoryEvent::Expired {
+                order_id: order(1),
+                quantity: 4,
+                available: 9
+            }]
+        );
+        let commit = InventoryCommand::CommitReservation { order_id: order(1) };
+        let sold = run(&[register(10, 0), reserve(1, 0, 4), commit]);
+        assert_eq!(when(&sold, &expire), vec![]);
+    }
+
+    #[test]
+    fn stock_taking_corrects_a_warehouse_but_never_below_its_reservations() {
+        let p = run(&[register(10, 5), reserve(1, 0, 4)]);
+        let adjust = |counted| InventoryCommand::AdjustStock {
+            warehouse: "main".into(),
+            counted,
+            reason: "count".into(),
+        };
+        let e = when(&p, &adjust(8));
+        assert_eq!(
+            e[0],
+            InventoryEvent::Adjusted {
+                warehouse: "main".into(),
+                from: 10,
+                to: 8,
+                reason: "count".into(),
+                available: 4
+            }
+        );
+        assert!(matches!(
+            e[1],
+            InventoryEvent::LowStock { available: 4, .. }
+        ));
+        assert!(matches!(
+            decide(&sku(), p.as_ref(), &adjust(3), 0),
+            Err(Rejection::BelowReserved { reserved: 4, .. })
+        ));
+        assert_eq!(when(&p, &adjust(10)), vec![]);
     }
 
     #[test]
     fn a_repeated_reservation_of_the_same_line_is_not_applied_twice() {
         let p = run(&[register(10, 0), reserve(1, 0, 2)]);
-        assert_eq!(
-            decide(&sku(), p.as_ref(), &reserve(1, 0, 2)).unwrap(),
-            vec![]
-        );
+        assert_eq!(when(&p, &reserve(1, 0, 2)), vec![]);
     }
 
     proptest! {
-        /// Any sequence of commands keeps 0 ≤ reserved ≤ on_hand and conserves stock:
-        /// on_hand = initial + restocked; reserved = Σ held.
+        /// Any sequence of commands keeps, in every warehouse, 0 ≤ reserved ≤ on_hand,
+        /// reserved = Σ held, and on_hand = initial + restocked + returned + adjusted − sold.
         #[test]
-        fn never_oversold(ops in proptest::collection::vec((0u8..4, 0u8..6, 1i64..8), 0..60)) {
+        fn never_oversold(ops in proptest::collection::vec((0u8..8, 0u8..6, 1i64..8), 0..80)) {
             let mut state = run(&[register(10, 3)]);
-            let mut restocked = 0u32;
-            for (kind, o, q) in ops {
+            let mut book: i64 = 10;
+            for (t, (kind, o, q)) in ops.into_iter().enumerate() {
+                let w = ["main", "east"][o as usize % 2];
                 let cmd = match kind {
                     0 | 1 => reserve(o, u32::from(q as u8 % 2), q),
                     2 => InventoryCommand::ReleaseStock { order_id: order(o), reason: "x".into() },
-                    _ => InventoryCommand::Restock { quantity: Quantity::new(q).unwrap() },
+                    3 => restock(w, q),
+                    4 => InventoryCommand::CommitReservation { order_id: order(o) },
+                    5 => InventoryCommand::ExpireReservation { order_id: order(o) },
+                    6 => InventoryCommand::ReturnStock { order_id: order(o), quantity: Quantity::new(q).unwrap(), reason: "r".into() },
+                    _ => InventoryCommand::AdjustStock { warehouse: w.into(), counted: q as u32, reason: "c".into() },
                 };
-                for e in decide(&sku(), state.as_ref(), &cmd).unwrap() {
-                    if let InventoryEvent::Restocked { quantity, .. } = e { restocked += quantity; }
+                let Ok(events) = decide(&sku(), state.as_ref(), &cmd, t as i64) else { continue };
+                for e in events {
+                    match &e {
+                        InventoryEvent::Restocked { quantity, .. } | InventoryEvent::Returned { quantity, .. } => book += i64::from(*quantity),
+                        InventoryEvent::Committed { quantity, .. } => book -= i64::from(*quantity),
+                        InventoryEvent::Adjusted { from, to, .. } => book += i64::from(*to) - i64::from(*from),
+                        _ => {}
+                    }
                     state = evolve(&sku(), state, &e);
                 }
                 let p = state.as_ref().unwrap();
-                prop_assert!(p.reserved <= p.on_hand);
-                prop_assert_eq!(p.on_hand, 10 + restocked);
-                let held: u32 = p.reservations.values().flat_map(|l| l.values()).sum();
-                prop_assert_eq!(held, p.reserved);
+                for s in p.warehouses.values() {
+                    prop_assert!(s.reserved <= s.on_hand);
+                }
+                prop_assert_eq!(i64::from(p.on_hand()), book);
+                let held: u32 = p.holds.values().map(Hold::quantity).sum();
+                prop_assert_eq!(held, p.reserved());
             }
         }
     }

@@ -1,8 +1,11 @@
-//! Adapter: inventory commands in; inventory events out (keyed by SKU), plus the
-//! reservation replies the order saga waits for (keyed by order id).
+//! Adapter: inventory commands in; inventory events out (keyed by SKU), plus the replies
+//! the order saga waits for (keyed by order id). A wall-clock punctuation expires holds
+//! that outlived their TTL by writing ExpireReservation commands to the processor's own
+//! input topic, so the decision is in the log and a replay makes the same one.
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 
@@ -10,27 +13,34 @@ use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 
 use super::command::InventoryCommand;
-use super::decider::{Product, decide, evolve};
+use super::decider::{DEFAULT_WAREHOUSE, Product, decide, evolve};
 use super::event::InventoryEvent;
 use crate::adapter::{self, PROCESSED_STORE};
-use crate::engine::{InputRecord, ProcessError, Processor, ProcessorContext, Topology};
+use crate::engine::{
+    InputRecord, ProcessError, Processor, ProcessorContext, PunctuationType, Topology,
+};
 use crate::order::pricing::DEFAULT_UNIT_WEIGHT_KG;
 use crate::values::{OrderId, Quantity, Sku, ValueError, derived_id};
 
 pub const PRODUCTS_STORE: &str = "products";
 
-pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
+pub fn topology(topics: &Topics, serde: Arc<AvroSerde>, reservation_ttl: Duration) -> Topology {
     let t = topics.clone();
     Topology {
         application_id: topics.application_id("inventory"),
         source_topics: vec![topics.inventory_commands()],
-        sink_topics: vec![topics.inventory_events(), topics.order_replies()],
+        sink_topics: vec![
+            topics.inventory_events(),
+            topics.order_replies(),
+            topics.inventory_commands(),
+        ],
         stores: vec![PRODUCTS_STORE.to_string(), PROCESSED_STORE.to_string()],
         global_stores: vec![],
         processor: Arc::new(move |_| {
             Box::new(InventoryProcessor {
                 serde: serde.clone(),
                 topics: t.clone(),
+                reservation_ttl,
             })
         }),
     }
@@ -39,6 +49,7 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
 pub struct InventoryProcessor {
     serde: Arc<AvroSerde>,
     topics: Topics,
+    reservation_ttl: Duration,
 }
 
 impl Processor for InventoryProcessor {
@@ -66,27 +77,86 @@ impl Processor for InventoryProcessor {
         let command = match to_domain(&cmd) {
             Ok(c) => c,
             Err(reason) => {
-                // A reservation must always be answered, or its order waits forever.
-                if let Some(r) = &cmd.reserve_stock
-                    && let Ok(order_id) = OrderId::parse(&r.order_id)
-                {
-                    let refused = InventoryEvent::Rejected {
-                        order_id,
-                        line_no: r.line_no.max(0) as u32,
-                        quantity: r.quantity.max(0) as u32,
-                        available: state.as_ref().map_or(0, Product::available),
-                        reason: reason.clone(),
-                    };
-                    return self.emit(ctx, &sku, state, &[refused], &cmd, &correlation);
+                // A saga request must always be answered, or its order waits forever.
+                if let Some(answer) = refusal(&cmd, state.as_ref(), &reason) {
+                    return self.emit(ctx, &sku, state, &[answer], &cmd, &correlation);
                 }
                 return self.reject(ctx, &cmd, &correlation, version, reason);
             }
         };
-        match decide(&sku, state.as_ref(), &command) {
+        match decide(&sku, state.as_ref(), &command, cmd.issued_at) {
             Ok(events) => self.emit(ctx, &sku, state, &events, &cmd, &correlation),
             Err(rejection) => self.reject(ctx, &cmd, &correlation, version, rejection.to_string()),
         }
     }
+
+    fn punctuations(&self) -> Vec<(PunctuationType, Duration)> {
+        // Often enough that a hold outlives its TTL by at most a quarter of it.
+        let every =
+            (self.reservation_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        vec![(PunctuationType::WallClockTime, every)]
+    }
+
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        _kind: PunctuationType,
+        now: i64,
+    ) -> Result<(), ProcessError> {
+        let ttl = self.reservation_ttl.as_millis() as i64;
+        let backend = ctx.store(PRODUCTS_STORE).backend();
+        for entry in backend.entries()? {
+            // Read through the store so writes of the open transaction are seen.
+            let key = String::from_utf8_lossy(&entry.0).to_string();
+            let Some(product) = adapter::load::<Product>(ctx, PRODUCTS_STORE, &key)? else {
+                continue;
+            };
+            for (order_id, reserved_at) in product.expired_holds(now, ttl) {
+                // The id names the hold, so repeated punctuations dedupe in processed-ids.
+                let cause = format!("{key}/{order_id}/{reserved_at}");
+                let mut cmd = wire::InventoryCommand::empty(
+                    derived_id(&cause, "expire-reservation", 0).to_string(),
+                    key.clone(),
+                    now,
+                );
+                cmd.expire_reservation = Some(wire::ExpireReservation {
+                    order_id: order_id.to_string(),
+                });
+                let topic = self.topics.inventory_commands();
+                let value =
+                    adapter::encode(&self.serde, &topic, SchemaKind::InventoryCommand, &cmd)?;
+                tracing::info!(sku = %key, %order_id, reserved_at, "reservation expired");
+                ctx.forward(adapter::output(topic, &key, value, now, Vec::new()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The business answer to a saga request that is itself invalid.
+fn refusal(
+    cmd: &wire::InventoryCommand,
+    state: Option<&Product>,
+    reason: &str,
+) -> Option<InventoryEvent> {
+    if let Some(r) = &cmd.reserve_stock {
+        let order_id = OrderId::parse(&r.order_id).ok()?;
+        return Some(InventoryEvent::Rejected {
+            order_id,
+            line_no: r.line_no.max(0) as u32,
+            quantity: r.quantity.max(0) as u32,
+            available: state.map_or(0, Product::available),
+            reason: reason.to_string(),
+        });
+    }
+    if let Some(r) = &cmd.commit_reservation {
+        let order_id = OrderId::parse(&r.order_id).ok()?;
+        return Some(InventoryEvent::CommitRejected {
+            order_id,
+            reason: reason.to_string(),
+        });
+    }
+    None
 }
 
 impl InventoryProcessor {
@@ -116,9 +186,7 @@ impl InventoryProcessor {
                 cmd.issued_at,
                 headers.clone(),
             ));
-            if let InventoryEvent::Reserved { order_id, .. }
-            | InventoryEvent::Rejected { order_id, .. } = event
-            {
+            if let Some(order_id) = event.reply_to() {
                 let topic = self.topics.order_replies();
                 let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryEvent, &out)?;
                 ctx.forward(adapter::output(
@@ -174,8 +242,31 @@ fn non_negative(field: &'static str, n: i32) -> Result<u32, String> {
     u32::try_from(n).map_err(|_| format!("{field} must not be negative, got {n}"))
 }
 
+fn warehouse(w: &Option<String>) -> String {
+    w.clone().unwrap_or_else(|| DEFAULT_WAREHOUSE.to_string())
+}
+
 fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
     let err = |e: ValueError| e.to_string();
+    let order = |id: &str| OrderId::parse(id).map_err(err);
+    let payloads = [
+        cmd.register_product.is_some(),
+        cmd.restock.is_some(),
+        cmd.reserve_stock.is_some(),
+        cmd.release_stock.is_some(),
+        cmd.adjust_stock.is_some(),
+        cmd.commit_reservation.is_some(),
+        cmd.return_stock.is_some(),
+        cmd.expire_reservation.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if payloads != 1 {
+        return Err(format!(
+            "a command carries exactly one payload, this one has {payloads}"
+        ));
+    }
     if let Some(r) = &cmd.register_product {
         if r.name.trim().is_empty() {
             return Err("product name must not be empty".into());
@@ -189,30 +280,56 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
         };
         return Ok(InventoryCommand::RegisterProduct {
             name: r.name.clone(),
+            warehouse: warehouse(&r.warehouse),
             initial_stock: non_negative("initial stock", r.initial_stock)?,
             low_stock_threshold: non_negative("low stock threshold", r.low_stock_threshold)?,
+            reorder_point: non_negative("reorder point", r.reorder_point.unwrap_or(0))?,
+            reorder_quantity: non_negative("reorder quantity", r.reorder_quantity.unwrap_or(0))?,
             unit_weight_kg,
         });
     }
     if let Some(r) = &cmd.restock {
         return Ok(InventoryCommand::Restock {
+            warehouse: warehouse(&r.warehouse),
             quantity: Quantity::new(i64::from(r.quantity)).map_err(err)?,
         });
     }
     if let Some(r) = &cmd.reserve_stock {
         return Ok(InventoryCommand::ReserveStock {
-            order_id: OrderId::parse(&r.order_id).map_err(err)?,
+            order_id: order(&r.order_id)?,
             line_no: non_negative("line number", r.line_no)?,
             quantity: Quantity::new(i64::from(r.quantity)).map_err(err)?,
         });
     }
     if let Some(r) = &cmd.release_stock {
         return Ok(InventoryCommand::ReleaseStock {
-            order_id: OrderId::parse(&r.order_id).map_err(err)?,
+            order_id: order(&r.order_id)?,
             reason: r.reason.clone(),
         });
     }
-    Err("command has no payload".into())
+    if let Some(r) = &cmd.adjust_stock {
+        return Ok(InventoryCommand::AdjustStock {
+            warehouse: r.warehouse.clone(),
+            counted: non_negative("counted quantity", r.counted)?,
+            reason: r.reason.clone(),
+        });
+    }
+    if let Some(r) = &cmd.commit_reservation {
+        return Ok(InventoryCommand::CommitReservation {
+            order_id: order(&r.order_id)?,
+        });
+    }
+    if let Some(r) = &cmd.return_stock {
+        return Ok(InventoryCommand::ReturnStock {
+            order_id: order(&r.order_id)?,
+            quantity: Quantity::new(i64::from(r.quantity)).map_err(err)?,
+            reason: r.reason.clone(),
+        });
+    }
+    let r = cmd.expire_reservation.as_ref().expect("one payload is set");
+    Ok(InventoryCommand::ExpireReservation {
+        order_id: order(&r.order_id)?,
+    })
 }
 
 fn to_wire(
@@ -222,13 +339,17 @@ fn to_wire(
     at: i64,
     event: &InventoryEvent,
 ) -> wire::InventoryEvent {
+    use InventoryEvent as E;
     let mut w = wire::InventoryEvent::empty(event_id, sku.to_string(), version, at);
     let n = |x: u32| x as i32;
     match event {
-        InventoryEvent::Registered {
+        E::Registered {
             name,
+            warehouse,
             on_hand,
             low_stock_threshold,
+            reorder_point,
+            reorder_quantity,
             unit_weight_kg,
         } => {
             w.product_registered = Some(wire::ProductRegistered {
@@ -236,9 +357,13 @@ fn to_wire(
                 on_hand: n(*on_hand),
                 low_stock_threshold: n(*low_stock_threshold),
                 unit_weight_kg: unit_weight_kg.normalize().to_string(),
+                warehouse: Some(warehouse.clone()),
+                reorder_point: Some(n(*reorder_point)),
+                reorder_quantity: Some(n(*reorder_quantity)),
             })
         }
-        InventoryEvent::Restocked {
+        E::Restocked {
+            warehouse,
             quantity,
             on_hand,
             available,
@@ -247,22 +372,49 @@ fn to_wire(
                 quantity: n(*quantity),
                 on_hand: n(*on_hand),
                 available: n(*available),
+                warehouse: Some(warehouse.clone()),
             })
         }
-        InventoryEvent::Reserved {
+        E::Adjusted {
+            warehouse,
+            from,
+            to,
+            reason,
+            available,
+        } => {
+            w.stock_adjusted = Some(wire::StockAdjusted {
+                warehouse: warehouse.clone(),
+                from_quantity: n(*from),
+                to_quantity: n(*to),
+                reason: reason.clone(),
+                available: n(*available),
+            })
+        }
+        E::Reserved {
             order_id,
             line_no,
             quantity,
+            allocation,
             available,
+            ..
         } => {
             w.stock_reserved = Some(wire::StockReserved {
                 order_id: order_id.to_string(),
                 line_no: n(*line_no),
                 quantity: n(*quantity),
                 available: n(*available),
+                allocation: Some(
+                    allocation
+                        .iter()
+                        .map(|(w, q)| wire::WarehouseQuantity {
+                            warehouse: w.clone(),
+                            quantity: n(*q),
+                        })
+                        .collect(),
+                ),
             })
         }
-        InventoryEvent::Rejected {
+        E::Rejected {
             order_id,
             line_no,
             quantity,
@@ -277,24 +429,82 @@ fn to_wire(
                 reason: reason.clone(),
             })
         }
-        InventoryEvent::Released {
+        E::Released {
             order_id,
             quantity,
             available,
+            reason,
         } => {
             w.stock_released = Some(wire::StockReleased {
                 order_id: order_id.to_string(),
                 quantity: n(*quantity),
                 available: n(*available),
+                reason: Some(reason.clone()),
             })
         }
-        InventoryEvent::LowStock {
+        E::Expired {
+            order_id,
+            quantity,
+            available,
+        } => {
+            w.reservation_expired = Some(wire::ReservationExpired {
+                order_id: order_id.to_string(),
+                quantity: n(*quantity),
+                available: n(*available),
+            })
+        }
+        E::Committed {
+            order_id,
+            quantity,
+            on_hand,
+            available,
+        } => {
+            w.stock_committed = Some(wire::StockCommitted {
+                order_id: order_id.to_string(),
+                quantity: n(*quantity),
+                on_hand: n(*on_hand),
+                available: n(*available),
+            })
+        }
+        E::CommitRejected { order_id, reason } => {
+            w.stock_commit_rejected = Some(wire::StockCommitRejected {
+                order_id: order_id.to_string(),
+                reason: reason.clone(),
+            })
+        }
+        E::Returned {
+            order_id,
+            warehouse,
+            quantity,
+            on_hand,
+            available,
+        } => {
+            w.stock_returned = Some(wire::StockReturned {
+                order_id: order_id.to_string(),
+                warehouse: warehouse.clone(),
+                quantity: n(*quantity),
+                on_hand: n(*on_hand),
+                available: n(*available),
+            })
+        }
+        E::LowStock {
             available,
             threshold,
         } => {
             w.low_stock_warning = Some(wire::LowStockWarning {
                 available: n(*available),
                 threshold: n(*threshold),
+            })
+        }
+        E::ReorderSuggested {
+            available,
+            reorder_point,
+            quantity,
+        } => {
+            w.reorder_suggested = Some(wire::ReorderSuggested {
+                available: n(*available),
+                reorder_point: n(*reorder_point),
+                quantity: n(*quantity),
             })
         }
     }

@@ -9,5 +9,7 @@ pub mod processor;
 pub mod saga;
 
 pub use command::{OrderInput, OrderLineRequest, PlaceOrder};
-pub use decider::{Order, OrderStatus, Rejection, ReservationState, decide, evolve};
-pub use event::OrderEvent;
+pub use decider::{
+    Order, OrderStatus, PaymentState, Rejection, ReservationState, ShipmentState, decide, evolve,
+};
+pub use event::{Compensation, OrderEvent};

@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::command::OrderLineRequest;
+use crate::shipping::{Method, shipping_cost};
 use crate::values::{Address, Currency, Money, ValueError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,12 @@ impl CustomerTier {
             CustomerTier::Silver => Decimal::new(5, 2),
             CustomerTier::Bronze => Decimal::ZERO,
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Platinum, Self::Gold, Self::Silver, Self::Bronze]
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     pub fn name(self) -> &'static str {
@@ -95,6 +102,24 @@ pub fn price(
         total,
         total_weight_kg: weight,
     })
+}
+
+/// [`price`] for a shipping method: express shipping costs 50 % more (the shipping
+/// context's rule, so the order charges what the shipment costs).
+pub fn price_for(
+    lines: &[OrderLineRequest],
+    tier: CustomerTier,
+    address: &Address,
+    currency: Currency,
+    method: Method,
+) -> Result<Pricing, ValueError> {
+    let mut p = price(lines, tier, address, currency)?;
+    if method == Method::Express {
+        let shipping = shipping_cost(p.total_weight_kg, address, method, currency)?;
+        p.total = p.total.checked_sub(p.shipping)?.checked_add(shipping)?;
+        p.shipping = shipping;
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
-//! What the saga asks of other contexts after each order event (pure).
+//! What the saga asks of other contexts after each order event (pure). Every command
+//! goes out in the same Kafka transaction as the event that caused it.
+
+use rust_decimal::Decimal;
 
 use super::decider::{Order, OrderStatus};
-use super::event::OrderEvent;
-use crate::values::Sku;
+use super::event::{Compensation, OrderEvent};
+use crate::shipping::Method;
+use crate::values::{CustomerId, Money, Sku};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SagaCommand {
@@ -12,38 +16,130 @@ pub enum SagaCommand {
         quantity: u32,
     },
     /// Compensation: release everything this order holds on `sku`.
-    ReleaseStock { sku: Sku, reason: String },
+    ReleaseStock {
+        sku: Sku,
+        reason: String,
+    },
+    CommitReservation {
+        sku: Sku,
+    },
+    /// Compensation after a commit: the sold units come back.
+    ReturnStock {
+        sku: Sku,
+        quantity: u32,
+        reason: String,
+    },
+    AuthorizePayment {
+        amount: Money,
+        method: String,
+    },
+    CapturePayment,
+    VoidPayment {
+        reason: String,
+    },
+    RefundPayment {
+        reason: String,
+    },
+    CreateShipment {
+        method: Method,
+        weight_kg: Decimal,
+    },
+    CancelShipment {
+        reason: String,
+    },
+    /// The customer context counts completed orders for the loyalty tier.
+    RecordCompletedOrder {
+        customer_id: CustomerId,
+        total: Money,
+    },
+}
+
+fn compensate(c: &Compensation, reason: &str) -> SagaCommand {
+    let reason = reason.to_string();
+    match c {
+        Compensation::ReleaseStock { sku } => SagaCommand::ReleaseStock {
+            sku: sku.clone(),
+            reason,
+        },
+        Compensation::ReturnStock { sku, quantity } => SagaCommand::ReturnStock {
+            sku: sku.clone(),
+            quantity: *quantity,
+            reason,
+        },
+        Compensation::VoidPayment => SagaCommand::VoidPayment { reason },
+        Compensation::RefundPayment => SagaCommand::RefundPayment { reason },
+        Compensation::CancelShipment => SagaCommand::CancelShipment { reason },
+    }
 }
 
 /// The commands that follow from `event`, given the order after it was applied.
 pub fn react(order: &Order, event: &OrderEvent) -> Vec<SagaCommand> {
-    match event {
-        OrderEvent::Created { lines, .. } => lines
+    let running = order.status != OrderStatus::Cancelled;
+    let reserve_all = |order: &Order| -> Vec<SagaCommand> {
+        order
+            .lines
             .iter()
             .enumerate()
             .map(|(i, l)| SagaCommand::ReserveStock {
                 sku: l.sku.clone(),
-                line_no: i as u32,
+                line_no: order.first_line_no + i as u32,
                 quantity: l.quantity.get(),
             })
-            .collect(),
-        OrderEvent::Cancelled { reason, .. } => order
-            .reserved_skus()
-            .into_iter()
+            .collect()
+    };
+    match event {
+        OrderEvent::Created { .. } => reserve_all(order),
+        OrderEvent::Updated { released_skus, .. } => released_skus
+            .iter()
             .map(|sku| SagaCommand::ReleaseStock {
-                sku,
-                reason: reason.clone(),
-            })
-            .collect(),
-        // A reservation that landed after the customer cancelled is given back.
-        OrderEvent::LineReserved { sku, .. } if order.status == OrderStatus::Cancelled => {
-            vec![SagaCommand::ReleaseStock {
                 sku: sku.clone(),
-                reason: "order cancelled".into(),
+                reason: "order updated".into(),
+            })
+            .chain(reserve_all(order))
+            .collect(),
+        OrderEvent::PaymentRequested { amount, method, .. } => {
+            vec![SagaCommand::AuthorizePayment {
+                amount: *amount,
+                method: method.clone(),
             }]
         }
-        OrderEvent::LineReserved { .. }
-        | OrderEvent::LineRejected { .. }
-        | OrderEvent::Confirmed { .. } => vec![],
+        OrderEvent::Confirmed { .. } if running => vec![SagaCommand::CapturePayment],
+        OrderEvent::Paid { .. } if running => order
+            .skus()
+            .into_iter()
+            .map(|sku| SagaCommand::CommitReservation { sku })
+            .collect(),
+        OrderEvent::ShipmentRequested {
+            method, weight_kg, ..
+        } => vec![SagaCommand::CreateShipment {
+            method: *method,
+            weight_kg: *weight_kg,
+        }],
+        OrderEvent::CancellationRequested { reason, .. } => {
+            vec![SagaCommand::CancelShipment {
+                reason: reason.clone(),
+            }]
+        }
+        OrderEvent::Cancelled {
+            reason,
+            compensations,
+            ..
+        } => compensations
+            .iter()
+            .map(|c| compensate(c, reason))
+            .collect(),
+        OrderEvent::LateReplyCompensated {
+            reply,
+            compensation,
+            ..
+        } => vec![compensate(
+            compensation,
+            &format!("order cancelled before {reply} arrived"),
+        )],
+        OrderEvent::Completed { total, .. } => vec![SagaCommand::RecordCompletedOrder {
+            customer_id: order.customer_id,
+            total: *total,
+        }],
+        _ => vec![],
     }
 }

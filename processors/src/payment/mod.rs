@@ -1,4 +1,4 @@
-//! The payment context (domain only so far): a deterministic simulated gateway and
+//! The payment context, one payment per order (keyed by order id): a deterministic simulated gateway and
 //! fraud rule, so tests can drive every branch.
 //!
 //! Gateway rules, by the payment method token in the command:
@@ -11,6 +11,7 @@
 //! ("fraud check: amount above 10000").
 
 pub mod decider;
+pub mod processor;
 
 pub use decider::{
     Payment, PaymentCommand, PaymentEvent, PaymentStatus, Rejection, decide, evolve,

@@ -85,7 +85,12 @@ pub enum Rejection {
     },
     #[error("invalid shipment: {0}")]
     Invalid(String),
+    #[error("undeliverable: no carrier serves postal code {0}")]
+    Undeliverable(String),
 }
+
+/// No carrier serves postal codes starting with this: such shipments cannot be created.
+pub const UNSERVED_PREFIX: &str = "000";
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -139,6 +144,9 @@ pub fn decide(
                 at,
             },
         ) => {
+            if address.postal_code.starts_with(UNSERVED_PREFIX) {
+                return Err(Rejection::Undeliverable(address.postal_code.clone()));
+            }
             if weight_kg.is_sign_negative() {
                 return Err(Rejection::Invalid(format!(
                     "weight {weight_kg} kg is negative"
