@@ -41,7 +41,7 @@ trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$ERP_STATE_DIR"' EXIT
 
 echo "loading $ORDERS orders over $PRODUCTS products (prefix $ERP_TOPIC_PREFIX)" >&2
 start
-"$ERP" demo-load --orders "$ORDERS" --products "$PRODUCTS" --stock 1000 --query-url "$URL" 2>/dev/null | grep -E '^(confirmed|cancelled|all outcomes)' >&2
+"$ERP" demo-load --orders "$ORDERS" --products "$PRODUCTS" --stock 1000 --query-url "$URL" 2>/dev/null | grep -E '^(completed|cancelled|all outcomes)' >&2
 kill9
 
 start; ours_ready=$ready

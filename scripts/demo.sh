@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: provisions and starts Kafka + the schema registry, builds and starts the
-# pipeline (`erp run`: order + inventory processors and the query API), loads sample
-# products and orders, prints a summary and the URLs to query. The pipeline keeps
+# pipeline (`erp run`: the five processors and the query API), registers customers and
+# products, runs a mixed load of orders (declines, out of stock, cancels, undeliverable
+# addresses, failed captures) with a simulated carrier, checks the saga's invariants on
+# the committed topics, prints a summary and the URLs to query. The pipeline keeps
 # running afterwards; `scripts/demo.sh stop` stops it and the stack.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +50,9 @@ for i in $(seq 1 120); do
 done
 echo "[demo] pipeline ready; loading ${DEMO_PRODUCTS:-20} products and ${DEMO_ORDERS:-300} orders"
 "$CARGO_TARGET_DIR/debug/erp" demo-load --products "${DEMO_PRODUCTS:-20}" --orders "${DEMO_ORDERS:-300}" --query-url "$URL"
+echo
+echo "[demo] checking the saga's invariants on the committed event topics"
+"$CARGO_TARGET_DIR/debug/erp" check-saga --timeout-secs 120
 echo
 echo "The pipeline is still running (pid $(cat "$PIDFILE"), topics prefixed '$ERP_TOPIC_PREFIX')."
 echo "Stop everything with: scripts/demo.sh stop"

@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
@@ -101,6 +102,21 @@ impl std::fmt::Display for AuditReport {
     }
 }
 
+/// Reaching a partition's end is how the reader knows it is done, not an error worth
+/// logging (librdkafka also reports it as a global error).
+pub struct EndIsNotAnError;
+
+impl ClientContext for EndIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !end {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+impl ConsumerContext for EndIsNotAnError {}
+
 fn read_all<T: DeserializeOwned>(
     bootstrap: &str,
     serde: &AvroSerde,
@@ -108,13 +124,13 @@ fn read_all<T: DeserializeOwned>(
     kind: SchemaKind,
 ) -> Result<Vec<(String, T)>, AuditError> {
     let kafka = |e: KafkaError| AuditError::Kafka(format!("{topic}: {e}"));
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNotAnError> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-audit")
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(EndIsNotAnError)
         .map_err(kafka)?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

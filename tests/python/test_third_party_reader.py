@@ -1,11 +1,14 @@
 """A stock Confluent client reads the saga's event topics.
 
 Python confluent-kafka with its AvroDeserializer, pointed at the registry's
-Confluent-compatible API, must decode every committed record of every event topic on
+Confluent-compatible API, must decode every committed record of every event topic (all
+five contexts) on
 the broker (the integration tests leave plenty), and each record must carry exactly
 one payload.
 """
+import json
 import os
+import pathlib
 
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient
@@ -16,17 +19,23 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 BOOTSTRAP = os.environ.get("ERP_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REGISTRY = os.environ.get("ERP_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
 
-PAYLOADS = {
-    "order-events": ["order_created", "order_line_reserved", "order_line_rejected",
-                     "order_confirmed", "order_cancelled", "command_rejected"],
-    "inventory-events": ["product_registered", "stock_restocked", "stock_reserved", "stock_rejected",
-                         "stock_released", "low_stock_warning", "command_rejected"],
-}
+SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "avro"
+EVENT_TOPICS = ["order-events", "inventory-events", "payment-events", "shipping-events", "customer-events"]
+
+
+def payload_fields(kind):
+    """The envelope's optional record fields: exactly one is set per event."""
+    schema = json.loads((SCHEMAS / f"{kind[:-1]}.avsc").read_text())
+    return [f["name"] for f in schema["fields"]
+            if isinstance(f["type"], list) and any(isinstance(t, dict) and t.get("type") == "record" for t in f["type"])]
+
+
+PAYLOADS = {kind: payload_fields(kind) for kind in EVENT_TOPICS}
 
 
 def event_topics():
     md = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(timeout=10)
-    return sorted(t for t in md.topics if t.endswith("order-events") or t.endswith("inventory-events"))
+    return sorted(t for t in md.topics if any(t.endswith(k) for k in EVENT_TOPICS))
 
 
 def read_all(topic):
@@ -61,7 +70,7 @@ def test_every_committed_event_decodes_with_the_confluent_avro_deserializer():
     assert topics, "no event topics on the broker: run the integration tests or the demo first"
     decoded = 0
     for topic in topics:
-        kind = "order-events" if topic.endswith("order-events") else "inventory-events"
+        kind = next(k for k in EVENT_TOPICS if topic.endswith(k))
         for msg in read_all(topic):
             value = deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE))
             assert value["event_id"], value

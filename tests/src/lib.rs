@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use erp_connectors::{Carrier, CommandPublisher};
 use erp_processors::app::{Context, Engines, SagaSettings, prepare};
-use erp_processors::audit::{AuditReport, audit_until_settled};
+use erp_processors::audit::{AuditReport, EndIsNotAnError, audit_until_settled};
 use erp_processors::config::Settings;
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
@@ -271,13 +271,13 @@ impl TestApp {
 }
 
 pub fn read_committed(topic: &str) -> Vec<Read<Vec<u8>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNotAnError> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", "erp-tests-reader")
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(EndIsNotAnError)
         .expect("consumer");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

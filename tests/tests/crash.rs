@@ -12,7 +12,7 @@ use erp_tests::{TestApp, eventually};
 #[test]
 fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
     let app = TestApp::new("crash");
-    let (n_products, stock, n_orders) = (8, 60, 400);
+    let (n_products, stock, n_orders) = (8, 250, 400);
     let state = app.state_path();
     let first = Instance::spawn(&app, "i1", &state);
     first.wait_ready();

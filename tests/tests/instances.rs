@@ -13,7 +13,7 @@ use erp_tests::{TestApp, eventually};
 #[test]
 fn three_instances_survive_stop_kill_and_join_under_load() {
     let app = TestApp::with_partitions("scale", 6);
-    let (n_products, stock, n_orders) = (12, 80, 900);
+    let (n_products, stock, n_orders) = (12, 200, 900);
     let dir = |id: &str| app.state_path().join(id);
     let a = Instance::spawn(&app, "a", &dir("a"));
     let b = Instance::spawn(&app, "b", &dir("b"));

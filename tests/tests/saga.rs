@@ -430,6 +430,74 @@ fn a_customer_cancel_while_payment_is_pending_voids_the_late_authorization() {
 }
 
 #[test]
+fn a_customer_cancel_while_awaiting_confirmation_releases_the_stock() {
+    let (app, engines) = setup("cancel-confirming");
+    register(&app, "SKU-A", 5);
+    let order_id = id();
+    send(
+        &app,
+        &[with(place(&order_id, &id(), &[("SKU-A", 2)]), |p| {
+            p.manual_confirmation = Some(true)
+        })],
+    );
+    wait_for(&app, &order_id, "the reservation", |e| {
+        e.order_line_reserved.is_some()
+    });
+    wait_stock(&engines, "SKU-A", (5, 2));
+    send(&app, &[cancel(&order_id)]);
+    let events = wait_terminal(&app, &order_id);
+    let cancelled = cancel_reason(&events);
+    assert_eq!(
+        cancelled.compensations.unwrap(),
+        vec!["release stock SKU-A".to_string()]
+    );
+    assert!(events.iter().all(|e| e.order_payment_requested.is_none()));
+    wait_stock(&engines, "SKU-A", (5, 0));
+    engines.stop().unwrap();
+}
+
+#[test]
+fn a_customer_cancel_while_the_shipment_is_requested_waits_for_the_warehouse() {
+    let app = TestApp::new("cancel-requested");
+    // No shipping processor yet: the order is paid and sold, the shipment only requested.
+    let engines = app.start_contexts(&[
+        Context::Order,
+        Context::Inventory,
+        Context::Payment,
+        Context::Customer,
+    ]);
+    app.register_customer(&engines, CUSTOMER);
+    register(&app, "SKU-A", 5);
+    let order_id = id();
+    send(&app, &[place(&order_id, &id(), &[("SKU-A", 2)])]);
+    wait_for(&app, &order_id, "the shipment request", |e| {
+        e.order_shipment_requested.is_some()
+    });
+    send(&app, &[cancel(&order_id)]);
+    wait_for(&app, &order_id, "the cancellation request", |e| {
+        e.order_cancellation_requested.is_some()
+    });
+    assert!(
+        order_events(&app, &order_id).iter().all(|e| !terminal(e)),
+        "not cancelled yet"
+    );
+    // The warehouse comes up: creates the shipment, then cancels it; the order refunds
+    // and returns the sold units.
+    let shipping = app.start_contexts(&[Context::Shipping]);
+    let events = wait_terminal(&app, &order_id);
+    assert!(events.iter().any(|e| e.order_shipment_cancelled.is_some()));
+    assert_eq!(
+        cancel_reason(&events).compensations.unwrap(),
+        vec!["return 2 x SKU-A".to_string(), "refund payment".to_string()]
+    );
+    wait_stock(&engines, "SKU-A", (5, 0));
+    let report = app.audit();
+    assert!(report.is_clean(), "{report}");
+    shipping.stop().unwrap();
+    engines.stop().unwrap();
+}
+
+#[test]
 fn a_customer_cancel_after_the_shipment_was_created_refunds_and_returns_the_stock() {
     let (app, engines) = setup("cancel-shipping");
     register(&app, "SKU-A", 5);
