@@ -92,9 +92,13 @@ fn run(
     stop: Arc<AtomicBool>,
     delivered: Arc<AtomicU64>,
 ) -> Result<(), PublishError> {
+    let mut unflushed = false;
     while !stop.load(Ordering::Relaxed) {
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            publisher.flush()?;
+            if unflushed {
+                publisher.flush()?;
+                unflushed = false;
+            }
             continue;
         };
         let msg = match msg {
@@ -131,6 +135,7 @@ fn run(
         deliver.correlation_id = event.correlation_id.clone();
         deliver.deliver_shipment = Some(wire::DeliverShipment { note: None });
         publisher.shipping(&deliver)?;
+        unflushed = true;
         delivered.fetch_add(1, Ordering::Relaxed);
     }
     publisher.flush()
