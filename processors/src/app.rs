@@ -57,16 +57,41 @@ impl Context {
         Context::Customer,
     ];
 
-    pub fn topology(self, topics: &Topics, serde: Arc<AvroSerde>, saga: SagaSettings) -> Topology {
+    /// The context's topologies: one processor each, plus the customer context's
+    /// loyalty repartition step.
+    pub fn topologies(
+        self,
+        topics: &Topics,
+        serde: Arc<AvroSerde>,
+        saga: SagaSettings,
+    ) -> Vec<Topology> {
         match self {
-            Context::Order => order::processor::topology(topics, serde),
-            Context::Inventory => {
-                inventory::processor::topology(topics, serde, saga.reservation_ttl)
-            }
-            Context::Payment => payment::processor::topology(topics, serde),
-            Context::Shipping => shipping::processor::topology(topics, serde),
-            Context::Customer => customer::processor::topology(topics, serde),
+            Context::Order => vec![order::processor::topology(topics, serde)],
+            Context::Inventory => vec![inventory::processor::topology(
+                topics,
+                serde,
+                saga.reservation_ttl,
+            )],
+            Context::Payment => vec![payment::processor::topology(topics, serde)],
+            Context::Shipping => vec![shipping::processor::topology(topics, serde)],
+            Context::Customer => vec![
+                customer::processor::topology(topics, serde.clone()),
+                customer::processor::loyalty_topology(topics, serde),
+            ],
         }
+    }
+
+    /// The topologies of several contexts.
+    pub fn all_topologies(
+        contexts: &[Context],
+        topics: &Topics,
+        serde: Arc<AvroSerde>,
+        saga: SagaSettings,
+    ) -> Vec<Topology> {
+        contexts
+            .iter()
+            .flat_map(|c| c.topologies(topics, serde.clone(), saga))
+            .collect()
     }
 }
 

@@ -103,10 +103,12 @@ fn main() -> anyhow::Result<()> {
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
         Command::Setup => {
             let rt = tokio::runtime::Runtime::new()?;
-            let topologies: Vec<_> = Context::ALL
-                .iter()
-                .map(|c| c.topology(&topics, serde.clone(), SagaSettings::from(&settings)))
-                .collect();
+            let topologies = Context::all_topologies(
+                &Context::ALL,
+                &topics,
+                serde.clone(),
+                SagaSettings::from(&settings),
+            );
             rt.block_on(prepare(&settings, &topics, &topologies, serde.clone()))?;
             println!("topics and schemas ready");
             Ok(())
@@ -165,10 +167,12 @@ fn serve(
     contexts: &[Context],
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    let topologies: Vec<_> = contexts
-        .iter()
-        .map(|c| c.topology(topics, serde.clone(), SagaSettings::from(settings)))
-        .collect();
+    let topologies = Context::all_topologies(
+        contexts,
+        topics,
+        serde.clone(),
+        SagaSettings::from(settings),
+    );
     rt.block_on(prepare(settings, topics, &topologies, serde.clone()))
         .with_context(|| {
             format!(

@@ -1,6 +1,6 @@
 //! The whole saga as a model: the five pure deciders wired by FIFO channels (Kafka's
-//! per-partition order), with every delivery order, customer cancels, carrier dispatches
-//! and reservation expiries interleaved at random. Whatever the interleaving, at
+//! per-partition order), with every delivery order, customer cancels, carrier dispatches,
+//! restocks (into a second warehouse too) and reservation expiries interleaved at random. Whatever the interleaving, at
 //! quiescence: every order has exactly one terminal event, no stock is held or
 //! oversold, units sold = units of completed orders, and captured − refunded = the
 //! total of completed orders (per order).
@@ -163,7 +163,6 @@ impl World {
                 .entry(o)
                 .or_default()
                 .push_back(ShipmentCommand::Cancel { reason }),
-            SagaCommand::RecordCompletedOrder { .. } => {}
         }
     }
 
@@ -439,6 +438,17 @@ fn run(seed: u64, with_expiry: bool) -> World {
                         .push_back(InventoryCommand::ExpireReservation { order_id });
                 }
             }
+        }
+        // And now and then a restock lands, in a second warehouse too.
+        if rng.below(30) == 0 {
+            let s = rng.below(SKUS);
+            w.inventory_q
+                .entry(s)
+                .or_default()
+                .push_back(InventoryCommand::Restock {
+                    warehouse: ["main", "east"][rng.below(2)].into(),
+                    quantity: Quantity::new(1 + rng.below(3) as i64).unwrap(),
+                });
         }
         let (kind, k, src) = ready[rng.below(ready.len())];
         match kind {

@@ -122,7 +122,10 @@ SCHEMAS = {
         payload("order_cancellation_requested", Rec("OrderCancellationRequested", [f("reason", "string")])),
         payload("order_cancellation_refused", Rec("OrderCancellationRefused", [f("reason", "string")])),
         payload("order_shipped", Rec("OrderShipped", [f("tracking_number", opt("string"))])),
-        payload("order_completed", Rec("OrderCompleted", [f("total", "string")])),
+        payload("order_completed", Rec("OrderCompleted", [
+            f("total", "string"),
+            f("customer_id", opt("string"), "Who bought: the customer context's loyalty rule reads it"),
+            f("currency", opt("string"))])),
         payload("order_late_reply_compensated", Rec("OrderLateReplyCompensated", [f("reply", "string"), f("compensation", "string")])),
     ], "A fact about one order, keyed by order id. Exactly one payload field is set.")),
     "inventory-command": ("erp.inventory", Rec("InventoryCommand", command_head("sku") + [

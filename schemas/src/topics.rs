@@ -70,6 +70,15 @@ impl Topics {
         self.name("customers")
     }
 
+    /// Completed orders re-keyed by customer id (CustomerCommand records): the
+    /// repartition topic between order events and the customer processor.
+    pub fn customer_completed_orders(&self) -> String {
+        format!(
+            "{}-completed-orders-repartition",
+            self.application_id("customer")
+        )
+    }
+
     /// Application id of a context's processor; consumer group, transactional ids,
     /// changelog and DLQ names derive from it.
     pub fn application_id(&self, context: &str) -> String {
@@ -91,6 +100,10 @@ impl Topics {
             (self.customer_commands(), SchemaKind::CustomerCommand),
             (self.customer_events(), SchemaKind::CustomerEvent),
             (self.customers(), SchemaKind::Customer),
+            (
+                self.customer_completed_orders(),
+                SchemaKind::CustomerCommand,
+            ),
         ]
     }
 

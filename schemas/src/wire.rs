@@ -251,6 +251,8 @@ pub struct OrderShipped {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCompleted {
     pub total: String,
+    pub customer_id: Option<String>,
+    pub currency: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

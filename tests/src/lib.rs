@@ -123,10 +123,8 @@ impl TestApp {
             saga,
             state_dir,
         };
-        let topologies: Vec<_> = Context::ALL
-            .iter()
-            .map(|c| c.topology(&app.topics, app.serde.clone(), app.saga))
-            .collect();
+        let topologies =
+            Context::all_topologies(&Context::ALL, &app.topics, app.serde.clone(), app.saga);
         tokio::runtime::Runtime::new()
             .expect("runtime")
             .block_on(prepare(
@@ -150,10 +148,8 @@ impl TestApp {
 
     /// Starts some processors (the others' commands wait in their topics).
     pub fn start_contexts(&self, contexts: &[Context]) -> Engines {
-        let topologies = contexts
-            .iter()
-            .map(|c| c.topology(&self.topics, self.serde.clone(), self.saga))
-            .collect();
+        let topologies =
+            Context::all_topologies(contexts, &self.topics, self.serde.clone(), self.saga);
         let engines = Engines::start(&self.settings, topologies).expect("engines");
         let readiness = engines.state.readiness.clone();
         eventually(Duration::from_secs(60), "engines ready", || {
@@ -165,12 +161,9 @@ impl TestApp {
     /// Committed records in every changelog of the saga's stores: what a full restore
     /// of this application reads.
     pub fn changelog_records(&self) -> usize {
-        Context::ALL
+        Context::all_topologies(&Context::ALL, &self.topics, self.serde.clone(), self.saga)
             .iter()
-            .flat_map(|c| {
-                c.topology(&self.topics, self.serde.clone(), self.saga)
-                    .changelog_topics()
-            })
+            .flat_map(|t| t.changelog_topics())
             .map(|t| read_committed(&t).len())
             .sum()
     }

@@ -21,6 +21,9 @@ struct Saga {
     payment: TopologyTestDriver,
     shipping: TopologyTestDriver,
     customer: TopologyTestDriver,
+    loyalty: TopologyTestDriver,
+    /// Every order event so far (they are also routed to the loyalty driver).
+    order_events: Vec<Vec<u8>>,
 }
 
 impl Saga {
@@ -38,14 +41,22 @@ impl Saga {
         let saga = SagaSettings {
             reservation_ttl: ttl,
         };
-        let driver =
-            |c: Context| TopologyTestDriver::new(c.topology(&topics, serde.clone(), saga), 3);
+        let mut drivers = Context::all_topologies(&Context::ALL, &topics, serde.clone(), saga)
+            .into_iter()
+            .map(|t| TopologyTestDriver::new(t, 3));
+        let mut next = || {
+            drivers
+                .next()
+                .expect("one topology per context, two for customer")
+        };
         Self {
-            order: driver(Context::Order),
-            inventory: driver(Context::Inventory),
-            payment: driver(Context::Payment),
-            shipping: driver(Context::Shipping),
-            customer: driver(Context::Customer),
+            order: next(),
+            inventory: next(),
+            payment: next(),
+            shipping: next(),
+            customer: next(),
+            loyalty: next(),
+            order_events: Vec::new(),
             topics,
             serde,
         }
@@ -67,7 +78,7 @@ impl Saga {
                 ("order", t.payment_commands(), "payment".into()),
                 ("payment", t.payment_events(), "order".into()),
                 ("order", t.shipping_commands(), "shipping".into()),
-                ("order", t.customer_commands(), "customer".into()),
+                ("loyalty", t.customer_completed_orders(), "customer".into()),
                 ("customer", t.customers(), "customer-table".into()),
             ];
             for (from, topic, to) in routes {
@@ -119,6 +130,13 @@ impl Saga {
                     }
                 }
             }
+            for r in self.order.read_output(&t.order_events()) {
+                moved += 1;
+                self.loyalty
+                    .pipe(&t.order_events(), &r.key, &r.value, r.timestamp)
+                    .unwrap();
+                self.order_events.push(r.value);
+            }
             if moved == 0 {
                 break;
             }
@@ -131,6 +149,7 @@ impl Saga {
             "inventory" => &mut self.inventory,
             "payment" => &mut self.payment,
             "shipping" => &mut self.shipping,
+            "loyalty" => &mut self.loyalty,
             _ => &mut self.customer,
         }
     }
@@ -200,12 +219,9 @@ impl Saga {
     }
 
     fn order_events(&mut self) -> Vec<wire::OrderEvent> {
-        let topic = self.topics.order_events();
-        let serde = self.serde.clone();
-        self.order
-            .read_output(&topic)
+        self.order_events
             .iter()
-            .map(|r| serde.decode(SchemaKind::OrderEvent, &r.value).unwrap())
+            .map(|v| self.serde.decode(SchemaKind::OrderEvent, v).unwrap())
             .collect()
     }
 

@@ -82,7 +82,7 @@ fn three_instances_survive_stop_kill_and_join_under_load() {
     // The survivors took over the stopped and killed instances' tasks.
     eventually(Duration::from_secs(60), "c and d to own every task", || {
         let owned = c.metric_sum("erp_assigned_tasks") + d.metric_sum("erp_assigned_tasks");
-        (owned == 30.0).then_some(())
+        (owned == 36.0).then_some(())
     });
     c.kill();
     d.kill();
@@ -101,8 +101,8 @@ fn failover(standby_replicas: &str) -> (f64, usize, f64) {
         Duration::from_secs(60),
         "tasks spread over both instances",
         || {
-            (a.metric_sum("erp_assigned_tasks") == 10.0
-                && b.metric_sum("erp_assigned_tasks") == 10.0)
+            (a.metric_sum("erp_assigned_tasks") == 12.0
+                && b.metric_sum("erp_assigned_tasks") == 12.0)
                 .then_some(())
         },
     );
@@ -126,7 +126,7 @@ fn failover(standby_replicas: &str) -> (f64, usize, f64) {
     let killed = std::time::Instant::now();
     b.kill();
     eventually(Duration::from_secs(90), "a to take over every task", || {
-        (a.metric_sum("erp_assigned_tasks") == 20.0).then_some(())
+        (a.metric_sum("erp_assigned_tasks") == 24.0).then_some(())
     });
     a.wait_ready();
     let took = killed.elapsed().as_secs_f64();

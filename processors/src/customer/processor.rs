@@ -1,6 +1,11 @@
 //! Adapter: customer commands in (keyed by customer id), customer events out, and the
 //! customer table: after every change the customer's latest row goes to the compacted
 //! `customers` topic, which every order processor reads as a global store.
+//!
+//! Loyalty reads the order context's events: a stateless repartition topology turns each
+//! `OrderCompleted` (keyed by order id) into a RecordCompletedOrder command keyed by
+//! customer id on `erp-customer-completed-orders-repartition` — Kafka Streams'
+//! `selectKey` + repartition — which the customer processor reads next to its commands.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,7 +29,10 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
     let t = topics.clone();
     Topology {
         application_id: topics.application_id("customer"),
-        source_topics: vec![topics.customer_commands()],
+        source_topics: vec![
+            topics.customer_commands(),
+            topics.customer_completed_orders(),
+        ],
         sink_topics: vec![topics.customer_events(), topics.customers()],
         stores: vec![CUSTOMERS_STORE.to_string(), PROCESSED_STORE.to_string()],
         global_stores: vec![],
@@ -34,6 +42,73 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
                 topics: t.clone(),
             })
         }),
+    }
+}
+
+/// The repartition step of the loyalty rule (stateless): order events in, completed
+/// orders out, keyed by customer id.
+pub fn loyalty_topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
+    let t = topics.clone();
+    Topology {
+        application_id: topics.application_id("customer-loyalty"),
+        source_topics: vec![topics.order_events()],
+        sink_topics: vec![topics.customer_completed_orders()],
+        stores: vec![],
+        global_stores: vec![],
+        processor: Arc::new(move |_| {
+            Box::new(CompletedOrders {
+                serde: serde.clone(),
+                topics: t.clone(),
+            })
+        }),
+    }
+}
+
+struct CompletedOrders {
+    serde: Arc<AvroSerde>,
+    topics: Topics,
+}
+
+impl Processor for CompletedOrders {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
+        let event: wire::OrderEvent = adapter::decode(&self.serde, SchemaKind::OrderEvent, record)?;
+        let Some(done) = &event.order_completed else {
+            return Ok(());
+        };
+        let (Some(customer_id), Some(currency)) = (&done.customer_id, &done.currency) else {
+            return Err(ProcessError::Poison {
+                class: "invalid_event",
+                reason: format!("OrderCompleted {} names no customer", event.event_id),
+            });
+        };
+        // Derived from the event id: a re-read event makes the same command, which the
+        // customer processor applies once.
+        let mut cmd = wire::CustomerCommand::empty(
+            derived_id(&event.event_id, "record-completed-order", 0).to_string(),
+            customer_id.clone(),
+            event.occurred_at,
+        );
+        cmd.correlation_id = event.correlation_id.clone();
+        cmd.record_completed_order = Some(wire::RecordCompletedOrder {
+            order_id: event.order_id.clone(),
+            total: done.total.clone(),
+            currency: currency.clone(),
+        });
+        let topic = self.topics.customer_completed_orders();
+        let value = adapter::encode(&self.serde, &topic, SchemaKind::CustomerCommand, &cmd)?;
+        let correlation = cmd.correlation_id.clone().unwrap_or_default();
+        ctx.forward(adapter::output(
+            topic,
+            customer_id,
+            value,
+            event.occurred_at,
+            adapter::headers(&correlation, &event.event_id),
+        ));
+        Ok(())
     }
 }
 

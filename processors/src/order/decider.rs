@@ -1100,8 +1100,10 @@ mod tests {
         assert_eq!(names(&out), ["OrderShipped"]);
         let (state, out, cmds) = given_when(&h, &OrderInput::ShipmentDelivered);
         assert_eq!(names(&out), ["OrderCompleted"]);
-        assert!(
-            matches!(&cmds[..], [SagaCommand::RecordCompletedOrder { total, .. }] if total.amount() == dec!(54))
+        assert_eq!(
+            cmds,
+            vec![],
+            "the customer context reads OrderCompleted itself"
         );
         assert_eq!(state.unwrap().status, OrderStatus::Shipped);
     }

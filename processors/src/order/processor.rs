@@ -1,5 +1,5 @@
 //! Adapter: order commands and saga replies in; order events and the saga's commands to
-//! inventory, payment, shipping and customer out — all in one transaction per input.
+//! inventory, payment and shipping out — all in one transaction per input.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -44,7 +44,6 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>) -> Topology {
             topics.inventory_commands(),
             topics.payment_commands(),
             topics.shipping_commands(),
-            topics.customer_commands(),
         ],
         stores: vec![ORDERS_STORE.to_string(), PROCESSED_STORE.to_string()],
         global_stores: vec![GlobalStoreSpec {
@@ -490,22 +489,6 @@ impl OrderProcessor {
                 c.cancel_shipment = Some(wire::CancelShipment { reason });
                 self.shipping_command(&order_id, c)?
             }
-            SagaCommand::RecordCompletedOrder { customer_id, total } => {
-                let mut c = wire::CustomerCommand::empty(
-                    command_id.clone(),
-                    customer_id.to_string(),
-                    cause.at,
-                );
-                c.correlation_id = corr.clone();
-                c.record_completed_order = Some(wire::RecordCompletedOrder {
-                    order_id: order_id.clone(),
-                    total: total.to_wire(),
-                    currency: total.currency().to_string(),
-                });
-                let topic = self.topics.customer_commands();
-                let v = adapter::encode(&self.serde, &topic, SchemaKind::CustomerCommand, &c)?;
-                (topic, customer_id.to_string(), v)
-            }
         };
         ctx.forward(adapter::output(
             topic,
@@ -854,6 +837,8 @@ fn to_wire(event_id: String, order: &Order, event: &OrderEvent) -> wire::OrderEv
         E::Completed { total, .. } => {
             w.order_completed = Some(wire::OrderCompleted {
                 total: total.to_wire(),
+                customer_id: Some(order.customer_id.to_string()),
+                currency: Some(total.currency().to_string()),
             })
         }
         E::Cancelled {

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use super::decider::{Order, OrderStatus};
 use super::event::{Compensation, OrderEvent};
 use crate::shipping::Method;
-use crate::values::{CustomerId, Money, Sku};
+use crate::values::{Money, Sku};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SagaCommand {
@@ -46,11 +46,6 @@ pub enum SagaCommand {
     },
     CancelShipment {
         reason: String,
-    },
-    /// The customer context counts completed orders for the loyalty tier.
-    RecordCompletedOrder {
-        customer_id: CustomerId,
-        total: Money,
     },
 }
 
@@ -136,10 +131,6 @@ pub fn react(order: &Order, event: &OrderEvent) -> Vec<SagaCommand> {
             compensation,
             &format!("order cancelled before {reply} arrived"),
         )],
-        OrderEvent::Completed { total, .. } => vec![SagaCommand::RecordCompletedOrder {
-            customer_id: order.customer_id,
-            total: *total,
-        }],
         _ => vec![],
     }
 }
