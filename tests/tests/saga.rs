@@ -989,3 +989,77 @@ fn restart_restores_state_from_changelogs_without_duplicate_events() {
     carrier.stop().unwrap();
     engines.stop().unwrap();
 }
+
+#[test]
+fn customer_updates_are_validated_applied_and_versioned() {
+    let (app, engines) = setup("customer-update");
+    let update = |email: &str, expected: Option<i64>| {
+        let mut c = wire::CustomerCommand::empty(id(), CUSTOMER.into(), now());
+        c.expected_version = expected;
+        c.update_customer = Some(wire::UpdateCustomer {
+            email: Some(email.into()),
+            phone: None,
+            addresses: Some(vec![wire::Address {
+                street: "2 Side St".into(),
+                city: "Shelbyville".into(),
+                postal_code: "90210".into(),
+                country: "US".into(),
+            }]),
+        });
+        c
+    };
+    let p = app.publisher();
+    let (bad, stale, good) = (
+        update("not-an-email", None),
+        update("ann@new.example.com", Some(7)),
+        update("ann@new.example.com", Some(1)),
+    );
+    for c in [&bad, &stale, &good] {
+        p.customer(c).unwrap();
+    }
+    p.flush().unwrap();
+    let events = eventually(
+        Duration::from_secs(30),
+        "the update and two refusals",
+        || {
+            let ev: Vec<_> = app
+                .read::<wire::CustomerEvent>(
+                    &app.topics.customer_events(),
+                    SchemaKind::CustomerEvent,
+                )
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            (ev.iter().filter(|e| e.command_rejected.is_some()).count() == 2
+                && ev.iter().any(|e| e.customer_updated.is_some()))
+            .then_some(ev)
+        },
+    );
+    let reasons: BTreeMap<String, String> = events
+        .iter()
+        .filter_map(|e| e.command_rejected.clone())
+        .map(|r| (r.command_id, r.reason))
+        .collect();
+    assert!(reasons[&bad.command_id].contains("email \"not-an-email\" is invalid"));
+    assert_eq!(
+        reasons[&stale.command_id],
+        "expected version 7, customer is at version 1"
+    );
+    let updated = events
+        .iter()
+        .find(|e| e.customer_updated.is_some())
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    let stored: serde_json::Value = serde_json::from_slice(
+        &engines
+            .state
+            .stores
+            .get("customers", CUSTOMER.as_bytes())
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["email"], "ann@new.example.com");
+    assert_eq!(stored["addresses"][0]["city"], "Shelbyville");
+    engines.stop().unwrap();
+}

@@ -2,7 +2,14 @@
 //! the order saga waits for (keyed by order id). A wall-clock punctuation expires holds
 //! that outlived their TTL by writing ExpireReservation commands to the processor's own
 //! input topic, so the decision is in the log and a replay makes the same one.
+//!
+//! A hold's age is wall-clock time since the punctuation first saw it, not since its
+//! record timestamp: record time comes from the client (a skewed or replayed timestamp
+//! must not expire a fresh hold at once). The sightings live in memory; a restart starts
+//! them over, which can only lengthen a hold. A hold thus expires between one and about
+//! one and a half TTLs after it was taken.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,7 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>, reservation_ttl: Duratio
                 serde: serde.clone(),
                 topics: t.clone(),
                 reservation_ttl,
+                first_seen: HashMap::new(),
             })
         }),
     }
@@ -50,6 +58,8 @@ pub struct InventoryProcessor {
     serde: Arc<AvroSerde>,
     topics: Topics,
     reservation_ttl: Duration,
+    /// Wall-clock time each hold (SKU, order, reserved_at) was first seen.
+    first_seen: HashMap<(String, String, i64), i64>,
 }
 
 impl Processor for InventoryProcessor {
@@ -105,30 +115,38 @@ impl Processor for InventoryProcessor {
     ) -> Result<(), ProcessError> {
         let ttl = self.reservation_ttl.as_millis() as i64;
         let backend = ctx.store(PRODUCTS_STORE).backend();
+        let mut still_held = HashMap::new();
         for entry in backend.entries()? {
             // Read through the store so writes of the open transaction are seen.
             let key = String::from_utf8_lossy(&entry.0).to_string();
             let Some(product) = adapter::load::<Product>(ctx, PRODUCTS_STORE, &key)? else {
                 continue;
             };
-            for (order_id, reserved_at) in product.expired_holds(now, ttl) {
+            for (order_id, hold) in &product.holds {
+                let id = (key.clone(), order_id.clone(), hold.reserved_at);
+                let seen = self.first_seen.get(&id).copied().unwrap_or(now);
+                still_held.insert(id, seen);
+                if now - seen < ttl {
+                    continue;
+                }
                 // The id names the hold, so repeated punctuations dedupe in processed-ids.
-                let cause = format!("{key}/{order_id}/{reserved_at}");
+                let cause = format!("{key}/{order_id}/{}", hold.reserved_at);
                 let mut cmd = wire::InventoryCommand::empty(
                     derived_id(&cause, "expire-reservation", 0).to_string(),
                     key.clone(),
                     now,
                 );
                 cmd.expire_reservation = Some(wire::ExpireReservation {
-                    order_id: order_id.to_string(),
+                    order_id: order_id.clone(),
                 });
                 let topic = self.topics.inventory_commands();
                 let value =
                     adapter::encode(&self.serde, &topic, SchemaKind::InventoryCommand, &cmd)?;
-                tracing::info!(sku = %key, %order_id, reserved_at, "reservation expired");
+                tracing::info!(sku = %key, %order_id, held_ms = now - seen, "reservation expired");
                 ctx.forward(adapter::output(topic, &key, value, now, Vec::new()));
             }
         }
+        self.first_seen = still_held;
         Ok(())
     }
 }
