@@ -39,6 +39,10 @@ pub enum ValueError {
     InvalidPhone(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("amount {0} exceeds the largest supported amount (1000000000000)")]
+    TooLarge(Decimal),
+    #[error("arithmetic overflow: {0}")]
+    Overflow(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +77,9 @@ impl FromStr for Currency {
 /// A non-negative amount in one currency. Arithmetic refuses to mix currencies.
 /// Rounding rule: to cents, half away from zero (0.005 → 0.01), applied to each priced
 /// component (discount, tax, shipping) before they are summed.
+/// The largest amount a Money value may hold: 10^12 in any currency.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
     amount: Decimal,
@@ -83,6 +90,11 @@ impl Money {
     pub fn new(amount: Decimal, currency: Currency) -> Result<Self, ValueError> {
         if amount.is_sign_negative() && !amount.is_zero() {
             return Err(ValueError::NegativeAmount(amount));
+        }
+        // A bound far above any real order keeps every sum and product of amounts and
+        // quantities inside Decimal's range (no overflow panics on client input).
+        if amount > MAX_AMOUNT {
+            return Err(ValueError::TooLarge(amount));
         }
         Ok(Self { amount, currency })
     }
@@ -110,19 +122,31 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, ValueError> {
         self.same_currency(other)?;
-        Money::new(self.amount + other.amount, self.currency)
+        let sum = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(ValueError::Overflow("money addition"))?;
+        Money::new(sum, self.currency)
     }
 
     /// Subtraction that never goes below zero is a caller's promise; a negative
     /// result is an error, not a silent clamp.
     pub fn checked_sub(self, other: Money) -> Result<Money, ValueError> {
         self.same_currency(other)?;
-        Money::new(self.amount - other.amount, self.currency)
+        let difference = self
+            .amount
+            .checked_sub(other.amount)
+            .ok_or(ValueError::Overflow("money subtraction"))?;
+        Money::new(difference, self.currency)
     }
 
     /// Multiplies by a non-negative factor (a quantity or a rate).
     pub fn times(self, factor: Decimal) -> Result<Money, ValueError> {
-        Money::new(self.amount * factor, self.currency)
+        let product = self
+            .amount
+            .checked_mul(factor)
+            .ok_or(ValueError::Overflow("money multiplication"))?;
+        Money::new(product, self.currency)
     }
 
     /// Rounded to cents and always shown with two decimals ("10.00").
@@ -338,6 +362,21 @@ pub fn derived_id(cause: &str, what: &str, index: usize) -> uuid::Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_amounts_are_refused_not_overflowed() {
+        assert!(matches!(
+            Money::parse("79228162514264337593543950335", Currency::USD),
+            Err(ValueError::TooLarge(_))
+        ));
+        let max = Money::new(MAX_AMOUNT, Currency::USD).unwrap();
+        assert!(matches!(max.checked_add(max), Err(ValueError::TooLarge(_))));
+        assert!(matches!(
+            max.times(Decimal::from(u32::MAX)),
+            Err(ValueError::TooLarge(_))
+        ));
+        assert_eq!(MAX_AMOUNT, Decimal::from(1_000_000_000_000_i64));
+    }
     use rust_decimal_macros::dec;
 
     #[test]

@@ -432,10 +432,12 @@ fn run(seed: u64, with_expiry: bool) -> World {
                     })
                     .unwrap_or_default();
                 for order_id in held {
-                    w.inventory_q
-                        .entry(s)
-                        .or_default()
-                        .push_back(InventoryCommand::ExpireReservation { order_id });
+                    w.inventory_q.entry(s).or_default().push_back(
+                        InventoryCommand::ExpireReservation {
+                            order_id,
+                            hold: None,
+                        },
+                    );
                 }
             }
         }

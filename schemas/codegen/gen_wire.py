@@ -145,7 +145,9 @@ SCHEMAS = {
                                           "Saga step after capture: the held stock is sold.")),
         payload("return_stock", Rec("ReturnStock", [f("order_id", "string"), f("quantity", "int"), f("reason", "string")],
                                     "Compensation after a commit: sold units come back on hand.")),
-        payload("expire_reservation", Rec("ExpireReservation", [f("order_id", "string")],
+        payload("expire_reservation", Rec("ExpireReservation", [
+            f("order_id", "string"),
+            f("hold", opt("string"), "Which hold (reserved_at/first line): a newer hold of the order is left alone")],
                                           "Written by the expiry punctuation: release the hold if it is still there.")),
     ], "A command to the inventory context, keyed by SKU. Exactly one payload field is set.")),
     "inventory-event": ("erp.inventory", Rec("InventoryEvent", event_head("sku") + [

@@ -336,6 +336,7 @@ pub struct ReturnStock {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExpireReservation {
     pub order_id: String,
+    pub hold: Option<String>,
 }
 
 /// A fact about one product's stock, keyed by SKU (on inventory-events), or by order id when it answers the order saga (on order-replies).

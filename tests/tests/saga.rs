@@ -1014,7 +1014,14 @@ fn customer_updates_are_validated_applied_and_versioned() {
         update("ann@new.example.com", Some(7)),
         update("ann@new.example.com", Some(1)),
     );
-    for c in [&bad, &stale, &good] {
+    // A client cannot buy itself a better tier by claiming completed orders.
+    let mut forged = wire::CustomerCommand::empty(id(), CUSTOMER.into(), now());
+    forged.record_completed_order = Some(wire::RecordCompletedOrder {
+        order_id: id(),
+        total: "99999.00".into(),
+        currency: "USD".into(),
+    });
+    for c in [&bad, &stale, &forged, &good] {
         p.customer(c).unwrap();
     }
     p.flush().unwrap();
@@ -1030,7 +1037,7 @@ fn customer_updates_are_validated_applied_and_versioned() {
                 .into_iter()
                 .map(|r| r.value)
                 .collect();
-            (ev.iter().filter(|e| e.command_rejected.is_some()).count() == 2
+            (ev.iter().filter(|e| e.command_rejected.is_some()).count() == 3
                 && ev.iter().any(|e| e.customer_updated.is_some()))
             .then_some(ev)
         },
@@ -1045,6 +1052,7 @@ fn customer_updates_are_validated_applied_and_versioned() {
         reasons[&stale.command_id],
         "expected version 7, customer is at version 1"
     );
+    assert!(reasons[&forged.command_id].contains("reported by the order context"));
     let updated = events
         .iter()
         .find(|e| e.customer_updated.is_some())

@@ -182,9 +182,11 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent) -> Option<Customer
                     }
                 }
                 E::SpendRecorded { order_id, total } => {
-                    *c.lifetime_spend
+                    let spend = c
+                        .lifetime_spend
                         .entry(total.currency().to_string())
-                        .or_default() += total.amount();
+                        .or_default();
+                    *spend = spend.saturating_add(total.amount());
                     c.counted_orders.insert(order_id.to_string());
                 }
                 E::TierPromoted { to, .. } => c.tier = *to,

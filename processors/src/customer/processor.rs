@@ -192,6 +192,17 @@ impl Processor for CustomerProcessor {
             Ok(c) => c,
             Err(e) => return self.reject(ctx, &cmd, version, e.to_string()),
         };
+        // Completed orders count only when the order context reported them: a client
+        // must not buy itself a better tier through the public command topic.
+        let from_orders = record.topic == self.topics.customer_completed_orders();
+        if matches!(command, CustomerCommand::RecordCompletedOrder { .. }) != from_orders {
+            let reason = if from_orders {
+                "only completed orders are accepted on the completed-orders topic"
+            } else {
+                "completed orders are reported by the order context, not by clients"
+            };
+            return self.reject(ctx, &cmd, version, reason.into());
+        }
         let events = match decide(state.as_ref(), &command) {
             Ok(events) => events,
             Err(e) => return self.reject(ctx, &cmd, version, e.to_string()),

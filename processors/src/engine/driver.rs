@@ -19,7 +19,7 @@ use super::global::GlobalStores;
 use super::partitioner::partition_for;
 use super::processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
-    Schedule, Topology,
+    Schedule, Topology, process_guarded,
 };
 
 /// A changelog record as the driver captured it.
@@ -226,7 +226,7 @@ impl TopologyTestDriver {
         let result = {
             let mut ctx =
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
-            task.processor.process(&mut ctx, &record).and_then(|()| {
+            process_guarded(task.processor.as_mut(), &mut ctx, &record).and_then(|()| {
                 // Stream-time timers fire inside the record's transaction, as in the engine.
                 task.stream_time = task.stream_time.max(timestamp);
                 let now = task.stream_time;
@@ -331,6 +331,7 @@ mod tests {
                         reason: "bad value".into(),
                     });
                 }
+                Some(b"panic") => panic!("processor bug on this record"),
                 Some(b"flaky") => return Err(ProcessError::Transient("try later".into())),
                 _ => {}
             }
@@ -480,6 +481,23 @@ mod tests {
                 .any(|(k, v)| k == "__dlq.errors.exception.message" && v == b"bad value")
         );
         assert!(d.read_output("out").len() == 1, "poison produced no output");
+        // A panicking processor does not take the partition down: the record is
+        // dead-lettered with the panic message and its store writes are undone.
+        d.pipe("in", b"a", b"panic", 4).unwrap();
+        let dlq = d.read_output("counter-dlq");
+        assert_eq!(dlq.len(), 1);
+        assert!(dlq[0].headers.iter().any(|(k, v)| {
+            k == "__dlq.errors.exception.message" && v == b"processor bug on this record"
+        }));
+        assert_eq!(
+            d.store_get("counts", b"a").as_deref(),
+            Some(b"1".as_slice())
+        );
+        d.pipe("in", b"a", b"x", 5).unwrap();
+        assert_eq!(
+            d.store_get("counts", b"a").as_deref(),
+            Some(b"2".as_slice())
+        );
     }
 
     #[test]

@@ -124,6 +124,34 @@ pub trait Processor: Send {
     }
 }
 
+/// Runs `process`, turning a panic into a poison record: a processor bug triggered by
+/// one record (say, arithmetic on absurd input) must not stop the partition forever,
+/// which is what an unwinding stream thread would do (the record is never committed,
+/// so every restart would meet it again).
+pub(crate) fn process_guarded(
+    processor: &mut dyn Processor,
+    ctx: &mut ProcessorContext<'_>,
+    record: &InputRecord<'_>,
+) -> Result<(), ProcessError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        processor.process(ctx, record)
+    })) {
+        Ok(result) => result,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(topic = record.topic, partition = record.partition, offset = record.offset, %reason, "processor panicked; record dead-lettered");
+            Err(ProcessError::Poison {
+                class: "processor_panic",
+                reason,
+            })
+        }
+    }
+}
+
 /// One timer of a task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {

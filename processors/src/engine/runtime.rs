@@ -27,7 +27,7 @@ use super::guard::check_stable_names;
 use super::metrics::EngineMetrics;
 use super::processor::{
     InputRecord, OutputRecord, ProcessError, ProcessorContext, PunctuationType, Schedule, Topology,
-    wall_clock_ms,
+    process_guarded, wall_clock_ms,
 };
 use super::restore::{RestoreTarget, restore};
 use super::standby::{SharedStandbys, start_standbys};
@@ -123,7 +123,7 @@ impl TaskManager {
         let result = {
             let mut ctx =
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
-            task.processor.process(&mut ctx, &record)
+            process_guarded(task.processor.as_mut(), &mut ctx, &record)
         };
         let app = self.topology.application_id.clone();
         match result {

@@ -42,6 +42,10 @@ pub enum InventoryCommand {
         quantity: Quantity,
         reason: String,
     },
-    /// Written by the expiry punctuation: release the hold if it is still there.
-    ExpireReservation { order_id: OrderId },
+    /// Written by the expiry punctuation: release the hold if it is still there (the same
+    /// hold: `hold` is its [`Hold::id`](super::Hold::id); `None` expires any).
+    ExpireReservation {
+        order_id: OrderId,
+        hold: Option<String>,
+    },
 }

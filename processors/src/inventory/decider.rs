@@ -32,6 +32,13 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// Identifies this hold among the holds an order may take on one SKU over time (an
+    /// updated order releases and reserves again).
+    pub fn id(&self) -> String {
+        let first_line = self.lines.keys().next().copied().unwrap_or(0);
+        format!("{}/{first_line}", self.reserved_at)
+    }
+
     pub fn quantity(&self) -> u32 {
         self.lines.values().flat_map(|a| a.values()).sum()
     }
@@ -326,10 +333,13 @@ pub fn decide(
                 reason: reason.clone(),
             }])
         }
-        (Some(p), C::ExpireReservation { order_id }) => {
+        (Some(p), C::ExpireReservation { order_id, hold: id }) => {
             let Some(hold) = p.holds.get(&order_id.to_string()) else {
                 return Ok(vec![]);
             };
+            if id.as_ref().is_some_and(|id| *id != hold.id()) {
+                return Ok(vec![]); // a newer hold of the order: its own timer runs
+            }
             Ok(vec![E::Expired {
                 order_id: *order_id,
                 quantity: hold.quantity(),
@@ -666,7 +676,10 @@ mod tests {
         let product = p.clone().unwrap();
         // Reserved at t=1 and t=2; with a ttl of 10, at t=11 only order 1 is due.
         assert_eq!(product.expired_holds(11, 10), vec![(order(1), 1)]);
-        let expire = InventoryCommand::ExpireReservation { order_id: order(1) };
+        let expire = InventoryCommand::ExpireReservation {
+            order_id: order(1),
+            hold: None,
+        };
         assert_eq!(
             when(&p, &expire),
             vec![InventoryEvent::Expired {
@@ -678,6 +691,14 @@ mod tests {
         let commit = InventoryCommand::CommitReservation { order_id: order(1) };
         let sold = run(&[register(10, 0), reserve(1, 0, 4), commit]);
         assert_eq!(when(&sold, &expire), vec![]);
+        // An expiry aimed at an older hold leaves the order's newer hold alone.
+        let held = product.holds[&order(1).to_string()].id();
+        assert_eq!(held, "1/0");
+        let stale = InventoryCommand::ExpireReservation {
+            order_id: order(1),
+            hold: Some("0/7".into()),
+        };
+        assert_eq!(when(&p, &stale), vec![]);
     }
 
     #[test]
@@ -730,7 +751,7 @@ mod tests {
                     2 => InventoryCommand::ReleaseStock { order_id: order(o), reason: "x".into() },
                     3 => restock(w, q),
                     4 => InventoryCommand::CommitReservation { order_id: order(o) },
-                    5 => InventoryCommand::ExpireReservation { order_id: order(o) },
+                    5 => InventoryCommand::ExpireReservation { order_id: order(o), hold: None },
                     6 => InventoryCommand::ReturnStock { order_id: order(o), quantity: Quantity::new(q).unwrap(), reason: "r".into() },
                     _ => InventoryCommand::AdjustStock { warehouse: w.into(), counted: q as u32, reason: "c".into() },
                 };

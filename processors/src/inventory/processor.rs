@@ -58,8 +58,8 @@ pub struct InventoryProcessor {
     serde: Arc<AvroSerde>,
     topics: Topics,
     reservation_ttl: Duration,
-    /// Wall-clock time each hold (SKU, order, reserved_at) was first seen.
-    first_seen: HashMap<(String, String, i64), i64>,
+    /// Wall-clock time each hold (SKU, order, hold id) was first seen.
+    first_seen: HashMap<(String, String, String), i64>,
 }
 
 impl Processor for InventoryProcessor {
@@ -123,14 +123,14 @@ impl Processor for InventoryProcessor {
                 continue;
             };
             for (order_id, hold) in &product.holds {
-                let id = (key.clone(), order_id.clone(), hold.reserved_at);
+                let id = (key.clone(), order_id.clone(), hold.id());
                 let seen = self.first_seen.get(&id).copied().unwrap_or(now);
                 still_held.insert(id, seen);
                 if now - seen < ttl {
                     continue;
                 }
                 // The id names the hold, so repeated punctuations dedupe in processed-ids.
-                let cause = format!("{key}/{order_id}/{}", hold.reserved_at);
+                let cause = format!("{key}/{order_id}/{}", hold.id());
                 let mut cmd = wire::InventoryCommand::empty(
                     derived_id(&cause, "expire-reservation", 0).to_string(),
                     key.clone(),
@@ -138,6 +138,7 @@ impl Processor for InventoryProcessor {
                 );
                 cmd.expire_reservation = Some(wire::ExpireReservation {
                     order_id: order_id.clone(),
+                    hold: Some(hold.id()),
                 });
                 let topic = self.topics.inventory_commands();
                 let value =
@@ -347,6 +348,7 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
     let r = cmd.expire_reservation.as_ref().expect("one payload is set");
     Ok(InventoryCommand::ExpireReservation {
         order_id: order(&r.order_id)?,
+        hold: r.hold.clone(),
     })
 }
 

@@ -804,6 +804,10 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
             order.pricing = pricing.clone();
             order.first_line_no = *first_line_no;
             order.reservations = vec![ReservationState::Requested; lines.len()];
+            // A confirmation was for the old lines and price: ask again.
+            if order.manual_confirmation {
+                order.customer_confirmed = false;
+            }
         }
         E::LineReserved { line_no, .. } => {
             if let Some(i) = order.line_index(*line_no) {
@@ -1268,6 +1272,19 @@ mod tests {
         assert_eq!(names(&out), ["LineReserved", "PaymentRequested"]);
         let (_, out, _) = given_when(&happy_history()[..4], &OrderInput::Confirm);
         assert!(matches!(out, Err(Rejection::NotPending { .. })));
+        // An update after a confirmation asks for a new one (new lines, new price).
+        let update = OrderInput::Update { lines: lines(1) };
+        let history = [
+            place_with(1, Some(CustomerTier::Bronze), true),
+            OrderInput::Confirm,
+            update,
+        ];
+        let (_, out, _) = given_when(&history, &reserved(1));
+        assert_eq!(
+            names(&out),
+            ["LineReserved"],
+            "waits for a new confirmation"
+        );
     }
 
     #[test]

@@ -79,7 +79,11 @@ pub fn price(
     for line in lines {
         let qty = Decimal::from(line.quantity.get());
         subtotal = subtotal.checked_add(line.unit_price.times(qty)?)?;
-        weight += line.unit_weight_kg * qty;
+        weight = line
+            .unit_weight_kg
+            .checked_mul(qty)
+            .and_then(|w| weight.checked_add(w))
+            .ok_or(ValueError::Overflow("order weight"))?;
     }
     let subtotal = subtotal.round_cents();
     let discount = subtotal.times(tier.discount_rate())?.round_cents();

@@ -168,8 +168,10 @@ pub fn decide(
                 carrier: carrier.to_string(),
                 tracking_number: format!("{carrier}{code}"),
                 cost,
-                deliver_from: at + from_days * DAY_MS,
-                deliver_by: at + by_days * DAY_MS,
+                // Saturating: the record time is the client's (an absurd one must not
+                // overflow).
+                deliver_from: at.saturating_add(from_days * DAY_MS),
+                deliver_by: at.saturating_add(by_days * DAY_MS),
             }])
         }
         (None, _) => Err(Rejection::Unknown),
