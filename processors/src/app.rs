@@ -153,6 +153,24 @@ pub async fn prepare(
     Ok(())
 }
 
+/// The query API's command bus: the same publisher clients use (idempotent, acks=all),
+/// flushed per command so a 202 means the broker has the command.
+pub struct KafkaCommandBus(pub erp_connectors::CommandPublisher);
+
+impl erp_query_api::CommandBus for KafkaCommandBus {
+    fn send(&self, command: erp_query_api::Command) -> Result<(), String> {
+        use erp_query_api::Command as C;
+        let sent = match &command {
+            C::Order(c) => self.0.order(c),
+            C::Customer(c) => self.0.customer(c),
+            C::Inventory(c) => self.0.inventory(c),
+            C::Shipping(c) => self.0.shipping(c),
+        };
+        sent.and_then(|()| self.0.flush())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The engines of one process and what they share with the query API.
 pub struct Engines {
     pub state: AppState,
@@ -204,6 +222,7 @@ impl Engines {
                 stores: registry,
                 readiness,
                 metrics,
+                commands: None,
             },
             shutdown,
             handles,

@@ -181,7 +181,11 @@ fn serve(
             )
         })?;
     let engines = Engines::start(settings, topologies)?;
-    let router = erp_query_api::app(engines.state.clone());
+    let mut state = engines.state.clone();
+    let publisher =
+        CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
+    state.commands = Some(Arc::new(erp_processors::app::KafkaCommandBus(publisher)));
+    let router = erp_query_api::app(state);
     let addr = settings.http_addr;
     let server_result: anyhow::Result<()> = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -1,15 +1,23 @@
 //! Interactive queries over the processors' state stores, in the spirit of Kafka
 //! Streams' IQ: each instance answers from the committed state of the stores it hosts.
 //!
-//! `app(state)` builds the router; errors are RFC 7807 problem documents, never a 5xx
-//! for bad input.
+//! `app(state)` builds the router; errors are RFC 9457 problem documents, never a 5xx
+//! for bad input. Commands (POST/PUT/DELETE) are published to Kafka by a [`CommandBus`]
+//! and answered 202 Accepted. Every response carries `X-Correlation-ID` (the caller's,
+//! or a new one), which also travels with the command into Kafka.
+
+mod commands;
+
+pub use commands::{Command, CommandBus};
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -31,11 +39,77 @@ pub struct AppState {
     pub stores: StoreRegistry,
     pub readiness: Readiness,
     pub metrics: Arc<prometheus::Registry>,
+    /// Where commands go; `None`: this instance only answers queries (503 on commands).
+    pub commands: Option<Arc<dyn CommandBus>>,
+}
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const CORRELATION: &str = "x-correlation-id";
+
+/// The request's correlation id: the caller's `X-Correlation-ID` (1-128 visible ASCII
+/// characters) or a new UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationId(pub String);
+
+impl CorrelationId {
+    fn of(headers: &axum::http::HeaderMap) -> Self {
+        headers
+            .get(CORRELATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+            .map_or_else(
+                || Self(uuid::Uuid::new_v4().to_string()),
+                |v| Self(v.to_string()),
+            )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(|| CorrelationId::of(&parts.headers)))
+    }
+}
+
+/// Accepts or makes the correlation id and echoes it on every response.
+async fn correlate(mut req: Request, next: Next) -> Response {
+    let id = CorrelationId::of(req.headers());
+    req.extensions_mut().insert(id.clone());
+    let mut response = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(CORRELATION, v);
+    }
+    response
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/orders/{id}", get(get_order))
+        .route("/api/v1/orders", post(commands::place_order))
+        .route(
+            "/api/v1/orders/{id}",
+            get(get_order)
+                .put(commands::update_order)
+                .delete(commands::cancel_order),
+        )
+        .route("/api/v1/orders/{id}/confirm", post(commands::confirm_order))
+        .route("/api/v1/customers", post(commands::register_customer))
+        .route("/api/v1/inventory/{sku}/restock", post(commands::restock))
+        .route(
+            "/api/v1/shipments/{order_id}/dispatch",
+            post(commands::dispatch_shipment),
+        )
+        .route(
+            "/api/v1/shipments/{order_id}/deliver",
+            post(commands::deliver_shipment),
+        )
         .route("/api/v1/inventory/{sku}", get(get_product))
         .route("/api/v1/customers/{id}", get(get_customer))
         .route("/api/v1/payments/{order_id}", get(get_payment))
@@ -44,10 +118,18 @@ pub fn app(state: AppState) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(correlate))
         .with_state(state)
 }
 
-/// An RFC 7807 problem response.
+/// An RFC 9457 problem response.
 pub fn problem(status: StatusCode, detail: String) -> Response {
     let body = json!({
         "type": "about:blank",
@@ -94,7 +176,7 @@ async fn lookup(
     }
 }
 
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| {
             if [8, 13, 18, 23].contains(&i) {
@@ -269,8 +351,31 @@ mod tests {
     use tower::ServiceExt;
 
     const ORDER: &str = "6f1c1f8e-3c1a-4f57-9a0e-0d7f3b1c2a11";
+    const CUSTOMER: &str = "0b6f3f34-7f0c-4f8e-b0a4-9e7f6c1d2e33";
+
+    /// Records what the handlers publish (Kafka itself is exercised by the real-socket
+    /// tests in `tests/`).
+    #[derive(Default)]
+    struct RecordingBus {
+        sent: std::sync::Mutex<Vec<Command>>,
+        fail: bool,
+    }
+
+    impl CommandBus for RecordingBus {
+        fn send(&self, command: Command) -> Result<(), String> {
+            if self.fail {
+                return Err("broker unreachable".into());
+            }
+            self.sent.lock().unwrap().push(command);
+            Ok(())
+        }
+    }
 
     fn state() -> AppState {
+        state_with(Arc::new(RecordingBus::default()))
+    }
+
+    fn state_with(bus: Arc<RecordingBus>) -> AppState {
         let stores = StoreRegistry::new();
         let orders = Arc::new(MemoryBackend::new(stores::ORDERS));
         orders
@@ -298,6 +403,7 @@ mod tests {
             stores,
             readiness: Readiness::new(),
             metrics: Arc::new(prometheus::Registry::new()),
+            commands: Some(bus),
         }
     }
 
@@ -375,5 +481,283 @@ mod tests {
         let (status, ct, _) = call(app(state()), "/nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    }
+
+    async fn send(
+        app: Router,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = app
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn order_body(quantity: i32) -> String {
+        json!({
+            "customer_id": CUSTOMER,
+            "currency": "USD",
+            "lines": [{"sku": "SKU-1", "quantity": quantity, "unit_price": "9.99"}],
+            "shipping_address": {"street": "1 Main", "city": "Town", "postal_code": "10001", "country": "US"},
+        })
+        .to_string()
+    }
+
+    const JSON_CT: (&str, &str) = ("content-type", "application/json");
+
+    #[tokio::test]
+    async fn placing_an_order_publishes_the_command_and_answers_202() {
+        let bus = Arc::new(RecordingBus::default());
+        let (status, headers, body) = send(
+            app(state_with(bus.clone())),
+            "POST",
+            "/api/v1/orders",
+            &[JSON_CT, ("x-correlation-id", "corr-42")],
+            &order_body(2),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let order_id = body["order_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            headers["location"],
+            format!("/api/v1/orders/{order_id}").as_str()
+        );
+        assert_eq!(headers["x-correlation-id"], "corr-42");
+        let sent = bus.sent.lock().unwrap();
+        let Command::Order(cmd) = &sent[0] else {
+            panic!("expected an order command, got {sent:?}");
+        };
+        assert_eq!(cmd.order_id, order_id);
+        assert_eq!(cmd.command_id, body["command_id"]);
+        assert_eq!(cmd.correlation_id.as_deref(), Some("corr-42"));
+        let place = cmd.place_order.as_ref().unwrap();
+        assert_eq!(
+            (
+                place.lines[0].quantity,
+                place.lines[0].product_name.as_str()
+            ),
+            (2, "SKU-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_gives_the_same_ids_and_answer() {
+        let bus = Arc::new(RecordingBus::default());
+        let headers = [JSON_CT, ("idempotency-key", "client-key-1")];
+        let (s1, _, b1) = send(
+            app(state_with(bus.clone())),
+            "POST",
+            "/api/v1/orders",
+            &headers,
+            &order_body(1),
+        )
+        .await;
+        let (s2, _, b2) = send(
+            app(state_with(bus.clone())),
+            "POST",
+            "/api/v1/orders",
+            &headers,
+            &order_body(1),
+        )
+        .await;
+        assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+        assert_eq!(
+            b1, b2,
+            "same order id and command id: the processor applies it once"
+        );
+        let (_, _, b3) = send(
+            app(state_with(bus)),
+            "POST",
+            "/api/v1/orders",
+            &[JSON_CT],
+            &order_body(1),
+        )
+        .await;
+        assert_ne!(b1["order_id"], b3["order_id"]);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_problem_documents_never_5xx() {
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            String,
+            StatusCode,
+        );
+        let put_uri = format!("/api/v1/orders/{ORDER}");
+        let cases: Vec<Case> = vec![
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![JSON_CT],
+                order_body(0),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![JSON_CT],
+                "{not json".into(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![JSON_CT],
+                r#"{"surprise": 1}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![],
+                order_body(1),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![JSON_CT],
+                "x".repeat(MAX_BODY_BYTES + 1),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                "PUT",
+                &put_uri,
+                vec![JSON_CT, ("if-match", "soon")],
+                r#"{"lines": [{"sku": "A-1", "quantity": 1, "unit_price": "1"}]}"#.into(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "DELETE",
+                "/api/v1/orders/not-a-uuid",
+                vec![],
+                String::new(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "POST",
+                "/api/v1/inventory/SKU-1/restock",
+                vec![JSON_CT],
+                r#"{"quantity": -3}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "PATCH",
+                "/api/v1/orders",
+                vec![],
+                String::new(),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                "POST",
+                "/api/v1/orders",
+                vec![JSON_CT, ("idempotency-key", "   ")],
+                order_body(1),
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (method, uri, headers, body, want) in cases {
+            let (status, h, problem) = send(app(state()), method, uri, &headers, &body).await;
+            assert_eq!(status, want, "{method} {uri}: {problem}");
+            assert_eq!(
+                h["content-type"], "application/problem+json",
+                "{method} {uri}"
+            );
+            assert_eq!(problem["status"], want.as_u16(), "{method} {uri}");
+            assert!(h.contains_key("x-correlation-id"));
+        }
+    }
+
+    #[tokio::test]
+    async fn order_commands_carry_the_expected_version_and_the_payload() {
+        let bus = Arc::new(RecordingBus::default());
+        let uri = format!("/api/v1/orders/{ORDER}");
+        let lines = r#"{"lines": [{"sku": "A-1", "quantity": 3, "unit_price": "1.50"}]}"#;
+        let (status, _, _) = send(
+            app(state_with(bus.clone())),
+            "PUT",
+            &uri,
+            &[JSON_CT, ("if-match", "\"3\"")],
+            lines,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _, _) = send(app(state_with(bus.clone())), "DELETE", &uri, &[], "").await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _, _) = send(
+            app(state_with(bus.clone())),
+            "POST",
+            &format!("{uri}/confirm"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let sent = bus.sent.lock().unwrap();
+        let orders: Vec<&erp_schemas::wire::OrderCommand> = sent
+            .iter()
+            .map(|c| match c {
+                Command::Order(o) => o,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(orders[0].expected_version, Some(3));
+        assert_eq!(
+            orders[0].update_order.as_ref().unwrap().lines[0].quantity,
+            3
+        );
+        assert_eq!(
+            orders[1].cancel_order.as_ref().unwrap().reason,
+            "cancelled via the API"
+        );
+        assert!(orders[2].confirm_order.is_some());
+        assert!(orders.iter().all(|o| o.order_id == ORDER));
+    }
+
+    #[tokio::test]
+    async fn without_a_working_bus_commands_are_503_problems() {
+        let mut s = state();
+        s.commands = None;
+        let (status, _, _) =
+            send(app(s), "POST", "/api/v1/orders", &[JSON_CT], &order_body(1)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let failing = Arc::new(RecordingBus {
+            fail: true,
+            ..RecordingBus::default()
+        });
+        let (status, _, problem) = send(
+            app(state_with(failing)),
+            "POST",
+            "/api/v1/orders",
+            &[JSON_CT],
+            &order_body(1),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("broker unreachable")
+        );
     }
 }

@@ -121,6 +121,10 @@ pub struct Order {
     pub cancel_requested: Option<String>,
     pub cancel_reason: Option<String>,
     pub history: Vec<HistoryEntry>,
+    /// The saga's correlation id (its first command's), kept by the adapter so every
+    /// later event and command of the order carries it, whoever caused them.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -772,6 +776,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
             cancel_requested: None,
             cancel_reason: None,
             history: Vec::new(),
+            correlation_id: None,
             version: 0,
             created_at: *at,
             updated_at: *at,

@@ -341,6 +341,19 @@ impl OrderProcessor {
         cause: &Cause,
     ) -> Result<(), ProcessError> {
         let key = order_id.to_string();
+        // One correlation id per saga: the order's first command's.
+        let saga_cause;
+        let cause = match state.as_ref().and_then(|o| o.correlation_id.clone()) {
+            Some(correlation_id) => {
+                saga_cause = Cause {
+                    id: cause.id.clone(),
+                    correlation_id,
+                    at: cause.at,
+                };
+                &saga_cause
+            }
+            None => cause,
+        };
         let events = match decide(order_id, state.as_ref(), input, cause.at) {
             Ok(events) => events,
             Err(rejection) => {
@@ -372,7 +385,10 @@ impl OrderProcessor {
                 self.send(ctx, order, saga, cmd_id, &event_id, cause)?;
             }
         }
-        let order = state.expect("events were applied");
+        let mut order = state.expect("events were applied");
+        order
+            .correlation_id
+            .get_or_insert_with(|| cause.correlation_id.clone());
         adapter::save(ctx, ORDERS_STORE, &key, &order)
     }
 
