@@ -11,14 +11,17 @@ mod commands;
 pub use commands::{Command, CommandBus};
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use erp_state_stores::{Readiness, StoreRegistry};
@@ -92,7 +95,12 @@ async fn correlate(mut req: Request, next: Next) -> Response {
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/orders", post(commands::place_order))
+        .route(
+            "/api/v1/orders",
+            get(list_orders).post(commands::place_order),
+        )
+        .route("/api/v1/orders/{id}/timeline", get(get_timeline))
+        .route("/api/v1/inventory", get(low_stock))
         .route(
             "/api/v1/orders/{id}",
             get(get_order)
@@ -187,7 +195,74 @@ pub(crate) fn is_uuid(s: &str) -> bool {
         })
 }
 
-async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderQuery {
+    /// Read-your-writes: wait until this command (or event) id was applied to the order.
+    wait_for: Option<String>,
+    /// How long to wait, at most 30 s (default 5 s).
+    timeout_ms: Option<u64>,
+}
+
+fn applied(order: &Value, id: &str) -> bool {
+    order["history"]
+        .as_array()
+        .is_some_and(|h| h.iter().any(|e| e["cause"]["id"] == id))
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Response {
+    if !is_uuid(&id) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("order id {id:?} is not a UUID"),
+        );
+    }
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let key = id.to_ascii_lowercase();
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(5_000).min(30_000));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let found = match lookup(&state, stores::ORDERS, key.clone()).await {
+            Ok(found) => found,
+            Err(r) => return r,
+        };
+        let done = match (&found, &query.wait_for) {
+            (_, None) => true,
+            (Some(order), Some(wanted)) => applied(order, wanted),
+            (None, Some(_)) => false,
+        };
+        if done {
+            return match found {
+                Some(order) => Json(order).into_response(),
+                None => problem(StatusCode::NOT_FOUND, format!("order {id} not found")),
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "command {} was not applied to order {id} within {timeout:?}",
+                    query.wait_for.unwrap_or_default()
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The order's saga, step by step: every command, reply and compensation with its time,
+/// the input record (topic, partition, offset) and the commands it sent.
+async fn get_timeline(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     if !is_uuid(&id) {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -195,10 +270,140 @@ async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Res
         );
     }
     match lookup(&state, stores::ORDERS, id.to_ascii_lowercase()).await {
-        Ok(Some(order)) => Json(order).into_response(),
+        Ok(Some(order)) => Json(json!({
+            "order_id": order["id"],
+            "status": order["status"],
+            "version": order["version"],
+            "entries": order["history"],
+        }))
+        .into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("order {id} not found")),
         Err(r) => r,
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderListQuery {
+    customer_id: Option<String>,
+    status: Option<String>,
+    /// Created at or after (epoch ms).
+    created_from: Option<i64>,
+    /// Created before (epoch ms).
+    created_to: Option<i64>,
+    /// Page size, 1-100 (default 20).
+    limit: Option<usize>,
+    /// Orders to skip (ordered by creation time, then id).
+    offset: Option<usize>,
+}
+
+/// Orders of this instance's stores, filtered and paged (newest first).
+async fn list_orders(
+    State(state): State<AppState>,
+    query: Result<Query<OrderListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return problem(StatusCode::BAD_REQUEST, "limit must be 1-100".into());
+    }
+    let status = q.status.as_ref().map(|s| s.to_ascii_uppercase());
+    let entries = match scan(&state, stores::ORDERS).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut orders: Vec<Value> = entries
+        .into_iter()
+        .filter(|o| {
+            q.customer_id
+                .as_ref()
+                .is_none_or(|c| o["customer_id"].as_str() == Some(c.to_ascii_lowercase().as_str()))
+                && status.as_ref().is_none_or(|s| {
+                    o["status"].as_str().map(str::to_ascii_uppercase).as_ref() == Some(s)
+                })
+                && q.created_from
+                    .is_none_or(|f| o["created_at"].as_i64().is_some_and(|t| t >= f))
+                && q.created_to
+                    .is_none_or(|t| o["created_at"].as_i64().is_some_and(|c| c < t))
+        })
+        .collect();
+    orders.sort_by(|a, b| {
+        (b["created_at"].as_i64(), b["id"].as_str())
+            .cmp(&(a["created_at"].as_i64(), a["id"].as_str()))
+    });
+    let total = orders.len();
+    let offset = q.offset.unwrap_or(0);
+    let page: Vec<Value> = orders
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|o| {
+            json!({
+                "id": o["id"], "customer_id": o["customer_id"], "status": o["status"],
+                "total": o["pricing"]["total"], "version": o["version"],
+                "created_at": o["created_at"], "updated_at": o["updated_at"],
+            })
+        })
+        .collect();
+    Json(json!({"total": total, "offset": offset, "limit": limit, "orders": page})).into_response()
+}
+
+/// Products whose available stock is below their low-stock threshold.
+async fn low_stock(State(state): State<AppState>) -> Response {
+    let entries = match scan(&state, stores::PRODUCTS).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut low: Vec<Value> = entries
+        .into_iter()
+        .filter_map(|p| {
+            let (on_hand, reserved) =
+                p["warehouses"]
+                    .as_object()?
+                    .values()
+                    .fold((0, 0), |(o, r), w| {
+                        (
+                            o + w["on_hand"].as_u64().unwrap_or(0),
+                            r + w["reserved"].as_u64().unwrap_or(0),
+                        )
+                    });
+            let available = on_hand.saturating_sub(reserved);
+            let threshold = p["low_stock_threshold"].as_u64()?;
+            (available < threshold).then(|| {
+                json!({"sku": p["sku"], "name": p["name"], "available": available,
+                       "low_stock_threshold": threshold, "reorder_point": p["reorder_point"],
+                       "reorder_quantity": p["reorder_quantity"]})
+            })
+        })
+        .collect();
+    low.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
+    Json(json!({"products": low})).into_response()
+}
+
+/// Every committed value of a store on this instance, as JSON.
+async fn scan(state: &AppState, store: &'static str) -> Result<Vec<Value>, Response> {
+    let stores = state.stores.clone();
+    let entries = tokio::task::spawn_blocking(move || stores.entries(store))
+        .await
+        .map_err(|e| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("scan interrupted: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store {store} unavailable: {e}"),
+            )
+        })?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
 }
 
 async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Response {
@@ -758,6 +963,188 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("broker unreachable")
+        );
+    }
+
+    fn state_with_orders(orders: &[Value]) -> AppState {
+        let s = state();
+        let backend = Arc::new(MemoryBackend::new(stores::ORDERS));
+        let writes: Vec<_> = orders
+            .iter()
+            .map(|o| {
+                (
+                    o["id"].as_str().unwrap().as_bytes().to_vec(),
+                    Some(o.to_string().into_bytes()),
+                )
+            })
+            .collect();
+        backend.write_batch(&writes, Some(1)).unwrap();
+        s.stores.register(stores::ORDERS, 0, backend);
+        let products = Arc::new(MemoryBackend::new(stores::PRODUCTS));
+        products
+            .write_batch(
+                &[
+                    (b"SKU-LOW".to_vec(), Some(json!({"sku": "SKU-LOW", "name": "low", "low_stock_threshold": 5, "warehouses": {"main": {"on_hand": 6, "reserved": 3}}}).to_string().into_bytes())),
+                    (b"SKU-OK".to_vec(), Some(json!({"sku": "SKU-OK", "name": "ok", "low_stock_threshold": 5, "warehouses": {"main": {"on_hand": 60, "reserved": 3}}}).to_string().into_bytes())),
+                ],
+                Some(1),
+            )
+            .unwrap();
+        s.stores.register(stores::PRODUCTS, 0, products);
+        s
+    }
+
+    fn order_json(id: &str, customer: &str, status: &str, created_at: i64) -> Value {
+        json!({
+            "id": id, "customer_id": customer, "status": status, "version": 3,
+            "created_at": created_at, "updated_at": created_at,
+            "pricing": {"total": {"amount": "10.00", "currency": "USD"}},
+            "history": [
+                {"at": created_at, "event": "OrderCreated", "version": 1, "event_id": "e1",
+                 "cause": {"id": "cmd-1", "topic": "order-commands", "partition": 2, "offset": 7},
+                 "sent": ["inventory: ReserveStock 1 x SKU-1 (line 0)"], "detail": null}
+            ],
+        })
+    }
+
+    const O1: &str = "00000000-0000-4000-8000-000000000001";
+    const O2: &str = "00000000-0000-4000-8000-000000000002";
+    const O3: &str = "00000000-0000-4000-8000-000000000003";
+
+    #[tokio::test]
+    async fn orders_are_listed_filtered_and_paged_newest_first() {
+        let s = state_with_orders(&[
+            order_json(O1, CUSTOMER, "Completed", 100),
+            order_json(O2, CUSTOMER, "Cancelled", 200),
+            order_json(O3, ORDER, "Completed", 300),
+        ]);
+        let (status, _, body) = send(
+            app(s.clone()),
+            "GET",
+            &format!("/api/v1/orders?customer_id={CUSTOMER}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["total"], 2);
+        assert_eq!(body["orders"][0]["id"], O2, "newest first");
+        let (_, _, body) = send(
+            app(s.clone()),
+            "GET",
+            "/api/v1/orders?status=completed&limit=1",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(
+            (body["total"].as_u64(), body["orders"][0]["id"].as_str()),
+            (Some(2), Some(O3))
+        );
+        let (_, _, body) = send(
+            app(s.clone()),
+            "GET",
+            "/api/v1/orders?status=COMPLETED&limit=1&offset=1",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(body["orders"][0]["id"], O1);
+        let (_, _, body) = send(
+            app(s.clone()),
+            "GET",
+            "/api/v1/orders?created_from=150&created_to=300",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(body["total"], 1);
+        for bad in [
+            "/api/v1/orders?limit=0",
+            "/api/v1/orders?limit=abc",
+            "/api/v1/orders?nope=1",
+        ] {
+            let (status, h, _) = send(app(s.clone()), "GET", bad, &[], "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(h["content-type"], "application/problem+json");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timeline_shows_causes_and_commands_sent() {
+        let s = state_with_orders(&[order_json(O1, CUSTOMER, "Pending", 100)]);
+        let (status, _, body) = send(
+            app(s.clone()),
+            "GET",
+            &format!("/api/v1/orders/{O1}/timeline"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let entry = &body["entries"][0];
+        assert_eq!(entry["event"], "OrderCreated");
+        assert_eq!(
+            (
+                entry["cause"]["topic"].as_str(),
+                entry["cause"]["offset"].as_i64()
+            ),
+            (Some("order-commands"), Some(7))
+        );
+        assert_eq!(
+            entry["sent"][0],
+            "inventory: ReserveStock 1 x SKU-1 (line 0)"
+        );
+        let (status, _, _) = send(
+            app(s),
+            "GET",
+            &format!("/api/v1/orders/{O2}/timeline"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn read_your_writes_waits_for_the_command_then_gives_up_with_503() {
+        let s = state_with_orders(&[order_json(O1, CUSTOMER, "Pending", 100)]);
+        let (status, _, body) = send(
+            app(s.clone()),
+            "GET",
+            &format!("/api/v1/orders/{O1}?wait_for=cmd-1"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "already applied");
+        assert_eq!(body["id"], O1);
+        let started = std::time::Instant::now();
+        let (status, h, _) = send(
+            app(s),
+            "GET",
+            &format!("/api/v1/orders/{O1}?wait_for=cmd-2&timeout_ms=150"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h["retry-after"], "1");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn the_low_stock_list_names_products_below_their_threshold() {
+        let s = state_with_orders(&[]);
+        let (status, _, body) = send(app(s), "GET", "/api/v1/inventory", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["products"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            (
+                body["products"][0]["sku"].as_str(),
+                body["products"][0]["available"].as_u64()
+            ),
+            (Some("SKU-LOW"), Some(3))
         );
     }
 }

@@ -87,12 +87,32 @@ pub enum ShipmentState {
     Delivered,
 }
 
-/// One line of the order's history, for timelines.
+/// One line of the order's history, for timelines. The domain records what happened;
+/// the adapter adds where it came from (the input record) and what it sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub at: i64,
     pub event: String,
     pub version: i64,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub cause: Option<HistoryCause>,
+    /// Commands (saga steps and compensations) sent because of this event.
+    #[serde(default)]
+    pub sent: Vec<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// The input record that caused a history entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCause {
+    /// Command or event id.
+    pub id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -915,6 +935,10 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
         at: event.at(),
         event: event.name().to_string(),
         version: order.version,
+        event_id: None,
+        cause: None,
+        sent: Vec::new(),
+        detail: event.detail(),
     });
     Some(order)
 }

@@ -205,6 +205,30 @@ impl OrderEvent {
         )
     }
 
+    /// The reason or outcome worth showing in a timeline, if any.
+    pub fn detail(&self) -> Option<String> {
+        use OrderEvent as E;
+        match self {
+            E::LineRejected { sku, reason, .. } | E::LineReleased { sku, reason, .. } => {
+                Some(format!("{sku}: {reason}"))
+            }
+            E::LineCommitRejected { sku, reason, .. } => Some(format!("{sku}: {reason}")),
+            E::PaymentDeclined { reason, .. }
+            | E::CaptureFailed { reason, .. }
+            | E::ShipmentFailed { reason, .. }
+            | E::CancellationRequested { reason, .. }
+            | E::CancellationRefused { reason, .. } => Some(reason.clone()),
+            E::Cancelled { reason, .. } => Some(reason.clone()),
+            E::ShipmentCreated {
+                carrier,
+                tracking_number,
+                ..
+            } => Some(format!("{carrier} {tracking_number}")),
+            E::LateReplyCompensated { reply, .. } => Some(format!("late {reply}")),
+            _ => None,
+        }
+    }
+
     /// A short name for histories and logs.
     pub fn name(&self) -> &'static str {
         use OrderEvent as E;

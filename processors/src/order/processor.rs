@@ -10,7 +10,7 @@ use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 
 use super::command::{OrderInput, OrderLineRequest, PlaceOrder};
-use super::decider::{Order, decide, evolve};
+use super::decider::{HistoryCause, HistoryEntry, Order, decide, evolve};
 use super::event::OrderEvent;
 use super::pricing::{CustomerTier, DEFAULT_UNIT_WEIGHT_KG, Pricing};
 use super::saga::{SagaCommand, react};
@@ -69,6 +69,8 @@ struct Cause {
     id: String,
     correlation_id: String,
     at: i64,
+    /// The input record, for the order's timeline.
+    source: HistoryCause,
 }
 
 fn invalid_reply(e: impl std::fmt::Display) -> ProcessError {
@@ -87,7 +89,7 @@ impl Processor for OrderProcessor {
         if record.topic == self.topics.order_commands() {
             let cmd: wire::OrderCommand =
                 adapter::decode(&self.serde, SchemaKind::OrderCommand, record)?;
-            return self.on_command(ctx, cmd);
+            return self.on_command(ctx, cmd, record);
         }
         let reply = if record.topic == self.topics.order_replies() {
             let e: wire::InventoryEvent =
@@ -103,7 +105,7 @@ impl Processor for OrderProcessor {
             shipping_reply(e)?
         };
         match reply {
-            Some(r) => self.on_reply(ctx, r),
+            Some(r) => self.on_reply(ctx, r, record),
             None => Ok(()), // an event the order does not wait for
         }
     }
@@ -233,6 +235,7 @@ impl OrderProcessor {
         &self,
         ctx: &mut ProcessorContext<'_>,
         cmd: wire::OrderCommand,
+        record: &InputRecord<'_>,
     ) -> Result<(), ProcessError> {
         let cause = Cause {
             id: cmd.command_id.clone(),
@@ -241,6 +244,7 @@ impl OrderProcessor {
                 .clone()
                 .unwrap_or_else(|| cmd.command_id.clone()),
             at: cmd.issued_at,
+            source: source(&cmd.command_id, record),
         };
         if adapter::seen_before(ctx, &cmd.command_id, cmd.issued_at)? {
             tracing::debug!(command_id = %cmd.command_id, "duplicate command ignored");
@@ -257,7 +261,7 @@ impl OrderProcessor {
             && expected != version
         {
             let reason = format!("expected version {expected}, order is at version {version}");
-            return self.reject(ctx, &key, version, &cause, reason);
+            return self.reject_recorded(ctx, state, &key, &cause, reason);
         }
         let payloads = usize::from(cmd.place_order.is_some())
             + usize::from(cmd.cancel_order.is_some())
@@ -265,7 +269,7 @@ impl OrderProcessor {
             + usize::from(cmd.confirm_order.is_some());
         if payloads != 1 {
             let reason = format!("a command carries exactly one payload, this one has {payloads}");
-            return self.reject(ctx, &key, version, &cause, reason);
+            return self.reject_recorded(ctx, state, &key, &cause, reason);
         }
         let input = if let Some(p) = &cmd.place_order {
             match self.place_order(ctx, p)? {
@@ -280,7 +284,7 @@ impl OrderProcessor {
             let currency = state.as_ref().map_or(Currency::USD, |o| o.currency);
             match order_lines(&u.lines, currency) {
                 Ok(lines) => OrderInput::Update { lines },
-                Err(e) => return self.reject(ctx, &key, version, &cause, e.to_string()),
+                Err(e) => return self.reject_recorded(ctx, state, &key, &cause, e.to_string()),
             }
         } else {
             OrderInput::Confirm
@@ -315,7 +319,12 @@ impl OrderProcessor {
         }))
     }
 
-    fn on_reply(&self, ctx: &mut ProcessorContext<'_>, reply: Reply) -> Result<(), ProcessError> {
+    fn on_reply(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        reply: Reply,
+        record: &InputRecord<'_>,
+    ) -> Result<(), ProcessError> {
         let order_id = OrderId::parse(&reply.order_id).map_err(invalid_reply)?;
         if adapter::seen_before(ctx, &reply.event_id, reply.at)? {
             return Ok(());
@@ -327,6 +336,7 @@ impl OrderProcessor {
                 .clone()
                 .unwrap_or_else(|| order_id.to_string()),
             at: reply.at,
+            source: source(&reply.event_id, record),
         };
         let state: Option<Order> = adapter::load(ctx, ORDERS_STORE, &order_id.to_string())?;
         self.apply(ctx, order_id, state, &reply.input, &cause)
@@ -349,6 +359,7 @@ impl OrderProcessor {
                     id: cause.id.clone(),
                     correlation_id,
                     at: cause.at,
+                    source: cause.source.clone(),
                 };
                 &saga_cause
             }
@@ -357,8 +368,7 @@ impl OrderProcessor {
         let events = match decide(order_id, state.as_ref(), input, cause.at) {
             Ok(events) => events,
             Err(rejection) => {
-                let version = state.as_ref().map_or(0, |o| o.version);
-                return self.reject(ctx, &key, version, cause, rejection.to_string());
+                return self.reject_recorded(ctx, state, &key, cause, rejection.to_string());
             }
         };
         if events.is_empty() {
@@ -380,9 +390,16 @@ impl OrderProcessor {
                 cause.at,
                 adapter::headers(&cause.correlation_id, &cause.id),
             ));
-            for (j, saga) in react(order, event).into_iter().enumerate() {
+            let commands = react(order, event);
+            let sent: Vec<String> = commands.iter().map(SagaCommand::describe).collect();
+            for (j, saga) in commands.into_iter().enumerate() {
                 let cmd_id = derived_id(&event_id, "saga-command", j).to_string();
                 self.send(ctx, order, saga, cmd_id, &event_id, cause)?;
+            }
+            if let Some(entry) = state.as_mut().and_then(|o| o.history.last_mut()) {
+                entry.event_id = Some(event_id);
+                entry.cause = Some(cause.source.clone());
+                entry.sent = sent;
             }
         }
         let mut order = state.expect("events were applied");
@@ -546,6 +563,32 @@ impl OrderProcessor {
         Ok((topic, order_id.to_string(), v))
     }
 
+    /// Rejects, and — when the order exists — writes the rejection into its history, so
+    /// the timeline shows it and a client waiting for the command sees it was answered.
+    fn reject_recorded(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        state: Option<Order>,
+        key: &str,
+        cause: &Cause,
+        reason: String,
+    ) -> Result<(), ProcessError> {
+        let version = state.as_ref().map_or(0, |o| o.version);
+        if let Some(mut order) = state {
+            order.history.push(HistoryEntry {
+                at: cause.at,
+                event: "CommandRejected".into(),
+                version: order.version,
+                event_id: Some(derived_id(&cause.id, "rejection", 0).to_string()),
+                cause: Some(cause.source.clone()),
+                sent: Vec::new(),
+                detail: Some(reason.clone()),
+            });
+            adapter::save(ctx, ORDERS_STORE, key, &order)?;
+        }
+        self.reject(ctx, key, version, cause, reason)
+    }
+
     /// A command that is not applied still gets an answer: a rejection event with the
     /// reason, on the order's event topic.
     fn reject(
@@ -579,6 +622,15 @@ impl OrderProcessor {
             adapter::headers(&cause.correlation_id, &cause.id),
         ));
         Ok(())
+    }
+}
+
+fn source(id: &str, record: &InputRecord<'_>) -> HistoryCause {
+    HistoryCause {
+        id: id.to_string(),
+        topic: record.topic.to_string(),
+        partition: record.partition,
+        offset: record.offset,
     }
 }
 

@@ -49,6 +49,36 @@ pub enum SagaCommand {
     },
 }
 
+impl SagaCommand {
+    /// For timelines: the command and its target context.
+    pub fn describe(&self) -> String {
+        match self {
+            SagaCommand::ReserveStock {
+                sku,
+                line_no,
+                quantity,
+            } => format!("inventory: ReserveStock {quantity} x {sku} (line {line_no})"),
+            SagaCommand::ReleaseStock { sku, .. } => format!("inventory: ReleaseStock {sku}"),
+            SagaCommand::CommitReservation { sku } => {
+                format!("inventory: CommitReservation {sku}")
+            }
+            SagaCommand::ReturnStock { sku, quantity, .. } => {
+                format!("inventory: ReturnStock {quantity} x {sku}")
+            }
+            SagaCommand::AuthorizePayment { amount, method } => {
+                format!("payment: AuthorizePayment {amount} ({method})")
+            }
+            SagaCommand::CapturePayment => "payment: CapturePayment".into(),
+            SagaCommand::VoidPayment { .. } => "payment: VoidAuthorization".into(),
+            SagaCommand::RefundPayment { .. } => "payment: RefundPayment".into(),
+            SagaCommand::CreateShipment { method, weight_kg } => {
+                format!("shipping: CreateShipment {method:?} {weight_kg} kg")
+            }
+            SagaCommand::CancelShipment { .. } => "shipping: CancelShipment".into(),
+        }
+    }
+}
+
 fn compensate(c: &Compensation, reason: &str) -> SagaCommand {
     let reason = reason.to_string();
     match c {
