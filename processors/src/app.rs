@@ -197,6 +197,7 @@ impl Engines {
         config.poison_policy = settings.poison_policy.parse().map_err(anyhow::Error::msg)?;
         config.allow_topology_change = settings.allow_topology_change;
         config.standby_replicas = settings.standby_replicas;
+        config.advertised_addr = Some(settings.advertised());
         // process_resident_memory_bytes & co., for the memory budget's effect on RSS.
         metrics.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -223,6 +224,7 @@ impl Engines {
                 readiness,
                 metrics,
                 commands: None,
+                locator: None,
             },
             shutdown,
             handles,

@@ -39,9 +39,22 @@ pub struct Settings {
     /// How long stock stays held for an order that is not paid yet
     /// (`ERP_RESERVATION_TTL_MS`); then the hold expires and the order is cancelled.
     pub reservation_ttl_ms: u64,
+    /// host:port other instances use to reach this query API (`ERP_ADVERTISED_ADDR`;
+    /// default: `http_addr`). Lookups of keys hosted elsewhere are forwarded there.
+    pub advertised_addr: Option<String>,
 }
 
-const FIELDS: [&str; 14] = [
+impl Settings {
+    /// Where other instances reach this instance's query API.
+    pub fn advertised(&self) -> String {
+        self.advertised_addr
+            .clone()
+            .unwrap_or_else(|| self.http_addr.to_string())
+    }
+}
+
+const FIELDS: [&str; 15] = [
+    "advertised_addr",
     "reservation_ttl_ms",
     "standby_replicas",
     "store_memory_mb",
@@ -75,6 +88,7 @@ impl Default for Settings {
             allow_topology_change: false,
             standby_replicas: 0,
             reservation_ttl_ms: 15 * 60 * 1000,
+            advertised_addr: None,
         }
     }
 }

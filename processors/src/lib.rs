@@ -10,6 +10,7 @@ pub mod engine;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod routing;
 pub mod shipping;
 pub mod values;
 

@@ -185,6 +185,13 @@ fn serve(
     let publisher =
         CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
     state.commands = Some(Arc::new(erp_processors::app::KafkaCommandBus(publisher)));
+    state.locator = Some(Arc::new(erp_processors::routing::GroupLocator::new(
+        &settings.bootstrap_servers,
+        topics.clone(),
+        settings.partitions,
+        state.stores.clone(),
+        settings.advertised(),
+    )?));
     let router = erp_query_api::app(state);
     let addr = settings.http_addr;
     let server_result: anyhow::Result<()> = rt.block_on(async {

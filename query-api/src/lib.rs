@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,6 +44,105 @@ pub struct AppState {
     pub metrics: Arc<prometheus::Registry>,
     /// Where commands go; `None`: this instance only answers queries (503 on commands).
     pub commands: Option<Arc<dyn CommandBus>>,
+    /// Which instance hosts a key; `None`: answer from local stores only.
+    pub locator: Option<Arc<dyn KeyLocator>>,
+}
+
+/// Where a key's state is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Local,
+    /// Another instance's query API (base URL).
+    Remote(String),
+    /// Nobody right now (rebalance or restore in progress).
+    Unknown,
+}
+
+/// Finds the instance that hosts a store key (blocking; called off the async workers).
+pub trait KeyLocator: Send + Sync + 'static {
+    fn locate(&self, store: &str, key: &str) -> Owner;
+}
+
+/// How long a lookup waits for a key's owner during a rebalance before answering 503.
+pub const OWNER_WAIT: Duration = Duration::from_secs(10);
+const FORWARDED: &str = "x-erp-forwarded";
+
+/// For a key hosted elsewhere: the owner's answer, relayed. `None`: answer locally.
+/// While nobody owns the key (rebalance, restore) it waits, bounded by [`OWNER_WAIT`],
+/// then answers 503 with Retry-After rather than a wrong 404.
+async fn route(
+    state: &AppState,
+    store: &'static str,
+    key: &str,
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+) -> Option<Response> {
+    let locator = state.locator.clone()?;
+    // One hop only: a forwarded request is not forwarded again; it waits here until the
+    // key is local (this instance owns it but may still be restoring).
+    let forwarded = headers.contains_key(FORWARDED);
+    let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+    loop {
+        let (l, k) = (locator.clone(), key.to_string());
+        let owner = tokio::task::spawn_blocking(move || l.locate(store, &k))
+            .await
+            .unwrap_or(Owner::Unknown);
+        match owner {
+            Owner::Local => return None,
+            Owner::Remote(_) if forwarded => {}
+            Owner::Remote(base) => {
+                let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                match forward(&format!("{base}{path}"), headers).await {
+                    Ok(response) => return Some(response),
+                    Err(e) => tracing::debug!(%base, error = %e, "owner unreachable; retrying"),
+                }
+            }
+            Owner::Unknown => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no instance hosts {store} key {key} right now (rebalancing); retry"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn forward(url: &str, headers: &axum::http::HeaderMap) -> Result<Response, reqwest::Error> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(35))
+            .build()
+            .expect("http client")
+    });
+    let mut req = client.get(url).header(FORWARDED, "1");
+    if let Some(c) = headers.get(CORRELATION) {
+        req = req.header(CORRELATION, c);
+    }
+    let resp = req.send().await?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let body = resp.bytes().await?;
+    let mut out = (status, body).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(ra) = retry_after {
+        out.headers_mut().insert(header::RETRY_AFTER, ra);
+    }
+    Ok(out)
 }
 
 /// Largest request body accepted (413 above).
@@ -213,6 +312,8 @@ fn applied(order: &Value, id: &str) -> bool {
 async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
     query: Result<Query<OrderQuery>, QueryRejection>,
 ) -> Response {
     if !is_uuid(&id) {
@@ -220,6 +321,17 @@ async fn get_order(
             StatusCode::BAD_REQUEST,
             format!("order id {id:?} is not a UUID"),
         );
+    }
+    if let Some(r) = route(
+        &state,
+        stores::ORDERS,
+        &id.to_ascii_lowercase(),
+        &uri,
+        &headers,
+    )
+    .await
+    {
+        return r;
     }
     let query = match query {
         Ok(Query(q)) => q,
@@ -262,12 +374,28 @@ async fn get_order(
 
 /// The order's saga, step by step: every command, reply and compensation with its time,
 /// the input record (topic, partition, offset) and the commands it sent.
-async fn get_timeline(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_timeline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if !is_uuid(&id) {
         return problem(
             StatusCode::BAD_REQUEST,
             format!("order id {id:?} is not a UUID"),
         );
+    }
+    if let Some(r) = route(
+        &state,
+        stores::ORDERS,
+        &id.to_ascii_lowercase(),
+        &uri,
+        &headers,
+    )
+    .await
+    {
+        return r;
     }
     match lookup(&state, stores::ORDERS, id.to_ascii_lowercase()).await {
         Ok(Some(order)) => Json(json!({
@@ -406,12 +534,20 @@ async fn scan(state: &AppState, store: &'static str) -> Result<Vec<Value>, Respo
         .collect())
 }
 
-async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Response {
+async fn get_product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if sku.is_empty() || sku.len() > 32 {
         return problem(
             StatusCode::BAD_REQUEST,
             format!("SKU {sku:?} is not 1-32 characters"),
         );
+    }
+    if let Some(r) = route(&state, stores::PRODUCTS, &sku, &uri, &headers).await {
+        return r;
     }
     match lookup(&state, stores::PRODUCTS, sku.clone()).await {
         Ok(Some(mut product)) => {
@@ -504,11 +640,45 @@ async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> 
     Json(customer).into_response()
 }
 
-async fn get_payment(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_payment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if is_uuid(&id)
+        && let Some(r) = route(
+            &state,
+            stores::PAYMENTS,
+            &id.to_ascii_lowercase(),
+            &uri,
+            &headers,
+        )
+        .await
+    {
+        return r;
+    }
     by_uuid(&state, stores::PAYMENTS, "payment of order", &id).await
 }
 
-async fn get_shipment(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_shipment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if is_uuid(&id)
+        && let Some(r) = route(
+            &state,
+            stores::SHIPMENTS,
+            &id.to_ascii_lowercase(),
+            &uri,
+            &headers,
+        )
+        .await
+    {
+        return r;
+    }
     by_uuid(&state, stores::SHIPMENTS, "shipment of order", &id).await
 }
 
@@ -609,6 +779,7 @@ mod tests {
             readiness: Readiness::new(),
             metrics: Arc::new(prometheus::Registry::new()),
             commands: Some(bus),
+            locator: None,
         }
     }
 

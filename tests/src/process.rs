@@ -47,7 +47,17 @@ impl Instance {
 
     /// Like `spawn`, with extra `ERP_*` settings.
     pub fn spawn_with(app: &TestApp, id: &str, state_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::spawn_at(app, id, state_dir, env, free_port())
+    }
+
+    /// Like `spawn_with`, on a given HTTP port (a restarted instance keeps its address).
+    pub fn spawn_at(
+        app: &TestApp,
+        id: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Self {
         let child = Command::new(erp_binary())
             .envs(env.iter().copied())
             .arg("run")

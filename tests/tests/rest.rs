@@ -221,3 +221,137 @@ fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
     assert_eq!(after["status"], "Completed");
     instance.stop();
 }
+
+/// Interactive queries across instances: each key is answered by the instance that owns
+/// its partition (lookups elsewhere are forwarded), and while one instance restarts the
+/// other answers every key — after at most a bounded wait — never 404 or 5xx.
+#[test]
+fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
+    use erp_connectors::sample::{self, Mix};
+    use erp_tests::process::seed_customers;
+
+    let app = TestApp::with_partitions("route", 4);
+    let dir = |id: &str| app.state_path().join(id);
+    let a = Instance::spawn(&app, "a", &dir("a"));
+    let b = Instance::spawn(&app, "b", &dir("b"));
+    a.wait_ready();
+    b.wait_ready();
+    eventually(Duration::from_secs(60), "tasks on both instances", || {
+        (a.metric_sum("erp_assigned_tasks") >= 4.0 && b.metric_sum("erp_assigned_tasks") >= 4.0)
+            .then_some(())
+    });
+    let mut rng = sample::Rng::new(11);
+    let customers = seed_customers(&app, &[&a, &b], &mut rng, 3);
+    let p = app.publisher();
+    for c in sample::products(&mut rng, 4, 1_000, 1) {
+        p.inventory(&c).unwrap();
+    }
+    let orders: Vec<String> = (0..40)
+        .map(|i| {
+            let o = sample::order(&mut rng, 4, &customers, Mix::NONE, 100 + i).command;
+            p.order(&o).unwrap();
+            o.order_id
+        })
+        .collect();
+    p.flush().unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let get = |port: u16, id: &str| {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/api/v1/orders/{id}"))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    // Created everywhere first (the saga keeps running; we only need the orders).
+    for id in &orders {
+        eventually(Duration::from_secs(60), "the order", || {
+            (get(a.port, id).0 == 200).then_some(())
+        });
+    }
+    let hosted_by_b = orders
+        .iter()
+        .filter(|id| {
+            let (status, order) = get(b.port, id);
+            assert_eq!(status, 200, "{id} from b");
+            assert_eq!(order["id"], id.as_str());
+            let (status, _) = get(a.port, id);
+            assert_eq!(status, 200, "{id} from a");
+            // Whose is it? Ask b without forwarding.
+            http.get(format!("http://127.0.0.1:{}/api/v1/orders/{id}", b.port))
+                .header("x-erp-forwarded", "1")
+                .send()
+                .unwrap()
+                .status()
+                == 200
+        })
+        .count();
+    assert!(
+        hosted_by_b > 0 && hosted_by_b < orders.len(),
+        "both instances host some orders ({hosted_by_b} of {})",
+        orders.len()
+    );
+
+    // Restart b (same address): meanwhile every order stays readable from a. A client
+    // honours Retry-After; the wait is bounded.
+    let a_port = a.port;
+    let ids = orders.clone();
+    let reader = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut finals = std::collections::BTreeMap::<u16, usize>::new();
+        let mut longest = Duration::ZERO;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            for id in &ids {
+                let asked = std::time::Instant::now();
+                let status = loop {
+                    let r = http
+                        .get(format!("http://127.0.0.1:{a_port}/api/v1/orders/{id}"))
+                        .send();
+                    match r {
+                        Ok(r) if r.status() == 503 && r.headers().contains_key("retry-after") => {
+                            if asked.elapsed() > Duration::from_secs(30) {
+                                break 503;
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        Ok(r) => break r.status().as_u16(),
+                        Err(_) => break 0,
+                    }
+                };
+                longest = longest.max(asked.elapsed());
+                *finals.entry(status).or_default() += 1;
+            }
+        }
+        (finals, longest)
+    });
+    let b_port = b.port;
+    b.stop();
+    let b = Instance::spawn_at(&app, "b", &dir("b"), &[], b_port);
+    b.wait_ready();
+    let (finals, longest) = reader.join().unwrap();
+    eprintln!(
+        "lookups on a during b's restart: final statuses {finals:?}, longest wait {longest:?}"
+    );
+    assert_eq!(
+        finals.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{finals:?}"
+    );
+    assert!(longest < Duration::from_secs(30));
+    for id in &orders {
+        eventually(
+            Duration::from_secs(30),
+            "readable from the restarted b",
+            || (get(b.port, id).0 == 200).then_some(()),
+        );
+    }
+    a.stop();
+    b.stop();
+}

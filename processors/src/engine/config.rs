@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub allow_topology_change: bool,
     /// Warm replicas per owned partition kept of other partitions' stores (0: none).
     pub standby_replicas: usize,
+    /// The query API's address as other instances reach it; published in the consumer's
+    /// client id so interactive queries can find a partition's owner.
+    pub advertised_addr: Option<String>,
 }
 
 impl EngineConfig {
@@ -70,6 +73,7 @@ impl EngineConfig {
             rocksdb: RocksDbOptions::default(),
             allow_topology_change: false,
             standby_replicas: 0,
+            advertised_addr: None,
         }
     }
 }

@@ -595,7 +595,7 @@ impl StreamThread {
         let consumer: BaseConsumer<EngineContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", &app)
-            .set("client.id", format!("{app}-{}", self.config.instance_id))
+            .set("client.id", client_id(&app, &self.config))
             // Static membership: a restarted instance takes its partitions straight back
             // instead of waiting out the dead member's session.
             .set(
@@ -687,6 +687,15 @@ impl StreamThread {
             }
         }
         Ok(())
+    }
+}
+
+/// `<app>-<instance>`, plus `@<host:port>` of the query API when advertised: the group's
+/// member list then says where each partition's stores can be queried.
+pub(crate) fn client_id(app: &str, config: &EngineConfig) -> String {
+    match &config.advertised_addr {
+        Some(addr) => format!("{app}-{}@{addr}", config.instance_id),
+        None => format!("{app}-{}", config.instance_id),
     }
 }
 
