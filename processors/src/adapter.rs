@@ -93,6 +93,16 @@ pub(crate) fn seen_before(
     Ok(false)
 }
 
+/// Envelopes carry one optional field per message type: exactly one must be set.
+pub(crate) fn exactly_one_payload(set: &[bool]) -> Result<(), String> {
+    match set.iter().filter(|b| **b).count() {
+        1 => Ok(()),
+        n => Err(format!(
+            "a command carries exactly one payload, this one has {n}"
+        )),
+    }
+}
+
 /// Saga metadata carried in headers: correlation id (the whole saga), causation id
 /// (the direct cause), command id.
 pub(crate) fn headers(correlation_id: &str, causation_id: &str) -> Vec<Header> {

@@ -122,19 +122,12 @@ fn address(a: &wire::Address) -> Result<Address, ValueError> {
 }
 
 fn to_domain(cmd: &wire::CustomerCommand) -> Result<CustomerCommand, ValueError> {
-    let payloads = [
+    adapter::exactly_one_payload(&[
         cmd.register_customer.is_some(),
         cmd.update_customer.is_some(),
         cmd.record_completed_order.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if payloads != 1 {
-        return Err(ValueError::Invalid(format!(
-            "a command carries exactly one payload, this one has {payloads}"
-        )));
-    }
+    ])
+    .map_err(ValueError::Invalid)?;
     if let Some(r) = &cmd.register_customer {
         return Ok(CustomerCommand::Register {
             name: r.name.clone(),

@@ -268,7 +268,7 @@ fn warehouse(w: &Option<String>) -> String {
 fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
     let err = |e: ValueError| e.to_string();
     let order = |id: &str| OrderId::parse(id).map_err(err);
-    let payloads = [
+    adapter::exactly_one_payload(&[
         cmd.register_product.is_some(),
         cmd.restock.is_some(),
         cmd.reserve_stock.is_some(),
@@ -277,15 +277,7 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
         cmd.commit_reservation.is_some(),
         cmd.return_stock.is_some(),
         cmd.expire_reservation.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if payloads != 1 {
-        return Err(format!(
-            "a command carries exactly one payload, this one has {payloads}"
-        ));
-    }
+    ])?;
     if let Some(r) = &cmd.register_product {
         if r.name.trim().is_empty() {
             return Err("product name must not be empty".into());

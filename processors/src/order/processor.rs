@@ -263,12 +263,12 @@ impl OrderProcessor {
             let reason = format!("expected version {expected}, order is at version {version}");
             return self.reject_recorded(ctx, state, &key, &cause, reason);
         }
-        let payloads = usize::from(cmd.place_order.is_some())
-            + usize::from(cmd.cancel_order.is_some())
-            + usize::from(cmd.update_order.is_some())
-            + usize::from(cmd.confirm_order.is_some());
-        if payloads != 1 {
-            let reason = format!("a command carries exactly one payload, this one has {payloads}");
+        if let Err(reason) = adapter::exactly_one_payload(&[
+            cmd.place_order.is_some(),
+            cmd.cancel_order.is_some(),
+            cmd.update_order.is_some(),
+            cmd.confirm_order.is_some(),
+        ]) {
             return self.reject_recorded(ctx, state, &key, &cause, reason);
         }
         let input = if let Some(p) = &cmd.place_order {

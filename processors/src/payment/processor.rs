@@ -38,20 +38,13 @@ pub struct PaymentProcessor {
 }
 
 fn to_domain(cmd: &wire::PaymentCommand) -> Result<PaymentCommand, ValueError> {
-    let payloads = [
+    adapter::exactly_one_payload(&[
         cmd.authorize_payment.is_some(),
         cmd.capture_payment.is_some(),
         cmd.void_authorization.is_some(),
         cmd.refund_payment.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if payloads != 1 {
-        return Err(ValueError::Invalid(format!(
-            "a command carries exactly one payload, this one has {payloads}"
-        )));
-    }
+    ])
+    .map_err(ValueError::Invalid)?;
     if let Some(a) = &cmd.authorize_payment {
         let currency = Currency::from_str(&a.currency)?;
         return Ok(PaymentCommand::Authorize {

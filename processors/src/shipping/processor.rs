@@ -44,20 +44,13 @@ fn to_domain(
     cmd: &wire::ShippingCommand,
     order_id: OrderId,
 ) -> Result<ShipmentCommand, ValueError> {
-    let payloads = [
+    adapter::exactly_one_payload(&[
         cmd.create_shipment.is_some(),
         cmd.dispatch_shipment.is_some(),
         cmd.deliver_shipment.is_some(),
         cmd.cancel_shipment.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if payloads != 1 {
-        return Err(ValueError::Invalid(format!(
-            "a command carries exactly one payload, this one has {payloads}"
-        )));
-    }
+    ])
+    .map_err(ValueError::Invalid)?;
     let at = cmd.issued_at;
     if let Some(c) = &cmd.create_shipment {
         let a = &c.address;
