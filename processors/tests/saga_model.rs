@@ -424,12 +424,7 @@ fn run(seed: u64, with_expiry: bool) -> World {
             for s in 0..SKUS {
                 let held: Vec<OrderId> = w.products[&s]
                     .as_ref()
-                    .map(|p| {
-                        p.expired_holds(i64::MAX, 0)
-                            .into_iter()
-                            .map(|(o, _)| o)
-                            .collect()
-                    })
+                    .map(|p| p.holds.keys().map(|o| OrderId::parse(o).unwrap()).collect())
                     .unwrap_or_default();
                 for order_id in held {
                     w.inventory_q.entry(s).or_default().push_back(

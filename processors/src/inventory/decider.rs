@@ -70,18 +70,6 @@ impl Product {
     pub fn available(&self) -> u32 {
         self.on_hand() - self.reserved()
     }
-
-    /// Holds older than `ttl_ms` at `now`, oldest first.
-    pub fn expired_holds(&self, now: i64, ttl_ms: i64) -> Vec<(OrderId, i64)> {
-        let mut due: Vec<(OrderId, i64)> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| now - h.reserved_at >= ttl_ms)
-            .filter_map(|(o, h)| OrderId::parse(o).ok().map(|o| (o, h.reserved_at)))
-            .collect();
-        due.sort_by_key(|(_, at)| *at);
-        due
-    }
 }
 
 /// The allocator. Rule: one warehouse if any can fill the whole line — the one with the
@@ -674,8 +662,16 @@ mod tests {
     fn an_expired_hold_is_released_and_expiry_after_commit_does_nothing() {
         let p = run(&[register(10, 0), reserve(1, 0, 4), reserve(2, 0, 1)]);
         let product = p.clone().unwrap();
-        // Reserved at t=1 and t=2; with a ttl of 10, at t=11 only order 1 is due.
-        assert_eq!(product.expired_holds(11, 10), vec![(order(1), 1)]);
+        // Each order's hold remembers when it was taken (record time of the reservation).
+        let taken: Vec<(String, i64)> = product
+            .holds
+            .iter()
+            .map(|(o, h)| (o.clone(), h.reserved_at))
+            .collect();
+        assert_eq!(
+            taken,
+            vec![(order(1).to_string(), 1), (order(2).to_string(), 2)]
+        );
         let expire = InventoryCommand::ExpireReservation {
             order_id: order(1),
             hold: None,
