@@ -5,21 +5,10 @@
 # measured in the same run on the same data.
 #
 #   bench/crash_recovery.sh [orders] [products]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-source scripts/env.sh
-ensure_build_deps
-scripts/stack.sh up >/dev/null
-cargo build -q --bin erp
-ERP=$CARGO_TARGET_DIR/debug/erp
 ORDERS=${1:-5000}
 PRODUCTS=${2:-50}
-export ERP_TOPIC_PREFIX=bench-crash-$(date +%s)-
-export ERP_STATE_DIR=$(mktemp -d)
-export ERP_HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18080}
+source "$(dirname "$0")/lib.sh" crash 18080
 export ERP_INSTANCE_ID=bench-1
-URL=http://$ERP_HTTP_ADDR
 log=$(mktemp)
 pid=
 

@@ -7,20 +7,9 @@
 # orders (per order), no stock held or oversold, units sold = units of completed orders.
 #
 #   bench/mixed_load.sh [orders] [products]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-source scripts/env.sh
-ensure_build_deps
-scripts/stack.sh up >/dev/null
-cargo build -q --bin erp
-ERP=$CARGO_TARGET_DIR/debug/erp
 ORDERS=${1:-10000}
 PRODUCTS=${2:-40}
-export ERP_TOPIC_PREFIX=bench-mixed-$(date +%s)-
-export ERP_STATE_DIR=$(mktemp -d)
-export ERP_HTTP_ADDR=127.0.0.1:${BENCH_PORT:-18081}
-URL=http://$ERP_HTTP_ADDR
+source "$(dirname "$0")/lib.sh" mixed 18081
 log=$(mktemp)
 "$ERP" run >"$log" 2>&1 &
 pid=$!
