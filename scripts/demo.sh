@@ -14,6 +14,7 @@ PIDFILE=$RUN/erp-demo.pid
 LOG=$RUN/erp-demo.log
 export ERP_STATE_DIR=${ERP_STATE_DIR:-$ERP_CACHE/demo-state}
 export ERP_HTTP_ADDR=${ERP_HTTP_ADDR:-127.0.0.1:8080}
+export ERP_GRPC_ADDR=${ERP_GRPC_ADDR:-127.0.0.1:9090}
 URL=http://$ERP_HTTP_ADDR
 
 stop_pipeline() {
@@ -54,5 +55,12 @@ echo
 echo "[demo] checking the saga's invariants on the committed event topics"
 "$CARGO_TARGET_DIR/debug/erp" check-saga --timeout-secs 120
 echo
+echo "Where to look:"
+echo "  curl -s '$URL/api/v1/orders?limit=5'            # newest orders (all instances)"
+echo "  curl -s $URL/api/v1/orders/<id>/timeline       # one order's saga, step by step"
+echo "  curl -s $URL/api/v1/inventory                  # low-stock products"
+echo "  curl -s $URL/openapi.json                      # the whole API (OpenAPI 3)"
+echo "  curl -s $URL/metrics | grep ^erp_              # Prometheus metrics"
+echo "  gRPC inventory service on $ERP_GRPC_ADDR (schemas/proto/inventory.proto)"
 echo "The pipeline is still running (pid $(cat "$PIDFILE"), topics prefixed '$ERP_TOPIC_PREFIX')."
 echo "Stop everything with: scripts/demo.sh stop"

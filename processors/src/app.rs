@@ -225,6 +225,7 @@ impl Engines {
                 metrics,
                 commands: None,
                 locator: None,
+                gateway: erp_query_api::Gateway::default(),
             },
             shutdown,
             handles,
@@ -251,4 +252,77 @@ impl Engines {
             None => Ok(()),
         }
     }
+}
+
+/// Feeds the gRPC service's [`Outcomes`](erp_query_api::grpc::Outcomes): a
+/// read_committed consumer of `inventory-events` from the current end of every partition
+/// (positions fixed before this returns, so no answer to a later command is missed),
+/// handing each event to the command that caused it.
+pub fn watch_inventory_outcomes(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    outcomes: Arc<erp_query_api::grpc::Outcomes>,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let topic = topics.inventory_events();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set(
+            "group.id",
+            format!("{}-grpc-outcomes", settings.instance_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+        .unwrap_or(0);
+    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+        assignment.add_partition_offset(&topic, p, Offset::Offset(high))?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(std::thread::Builder::new()
+        .name("grpc-outcomes".into())
+        .spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inventory outcome consumer");
+                        continue;
+                    }
+                };
+                let Some(bytes) = message.payload() else {
+                    continue;
+                };
+                match serde.decode::<erp_schemas::wire::InventoryEvent>(
+                    erp_schemas::SchemaKind::InventoryEvent,
+                    bytes,
+                ) {
+                    Ok(event) => {
+                        if let Some((cause, answer)) =
+                            erp_query_api::grpc::Outcomes::of_event(&event)
+                        {
+                            outcomes.answered(&cause, answer);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "undecodable inventory event skipped"),
+                }
+            }
+        })?)
 }

@@ -42,9 +42,71 @@ pub struct Settings {
     /// host:port other instances use to reach this query API (`ERP_ADVERTISED_ADDR`;
     /// default: `http_addr`). Lookups of keys hosted elsewhere are forwarded there.
     pub advertised_addr: Option<String>,
+    /// gRPC inventory service listen address (`ERP_GRPC_ADDR`; none: no gRPC).
+    pub grpc_addr: Option<SocketAddr>,
+    /// Bearer JWTs signed with this HS256 secret are required (`ERP_JWT_HS256_SECRET`,
+    /// at least 32 bytes). Never logged.
+    pub jwt_hs256_secret: Option<Secret>,
+    /// Or: signed by the holder of this public key, PEM RSA / EC / Ed25519
+    /// (`ERP_JWT_PUBLIC_KEY_FILE`).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` of tokens (`ERP_JWT_ISSUER`).
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens (`ERP_JWT_AUDIENCE`).
+    pub jwt_audience: Option<String>,
+    /// Requests per minute per client, 0 = unlimited (`ERP_RATE_LIMIT_PER_MINUTE`; the
+    /// seed's gateway uses 100).
+    pub rate_limit_per_minute: u32,
+    /// Comma-separated origins browsers may call from, `*` for any (`ERP_CORS_ORIGINS`;
+    /// empty: no CORS).
+    pub cors_origins: String,
+}
+
+/// A secret setting: deserialized like a string, never printed.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl Settings {
+    pub fn cors_origin_list(&self) -> Vec<String> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The query API's gateway rules (auth, rate limit, CORS) from these settings.
+    pub fn gateway(&self) -> Result<erp_query_api::Gateway, ConfigError> {
+        use erp_query_api::gateway::{JwtAuth, RateLimiter};
+        let invalid = |e: erp_query_api::gateway::GatewayError| ConfigError::Invalid(e.to_string());
+        let auth = match (&self.jwt_hs256_secret, &self.jwt_public_key_file) {
+            (Some(secret), _) => Some(JwtAuth::hs256(secret.0.as_bytes()).map_err(invalid)?),
+            (None, Some(file)) => {
+                let pem = std::fs::read(file).map_err(|e| {
+                    ConfigError::Invalid(format!("jwt_public_key_file {}: {e}", file.display()))
+                })?;
+                Some(JwtAuth::public_key_pem(&pem).map_err(invalid)?)
+            }
+            (None, None) => None,
+        }
+        .map(|a| {
+            std::sync::Arc::new(a.expect(self.jwt_issuer.as_deref(), self.jwt_audience.as_deref()))
+        });
+        Ok(erp_query_api::Gateway {
+            auth,
+            limiter: RateLimiter::per_minute(self.rate_limit_per_minute).map(std::sync::Arc::new),
+            cors_origins: self.cors_origin_list(),
+        })
+    }
+
     /// Where other instances reach this instance's query API.
     pub fn advertised(&self) -> String {
         self.advertised_addr
@@ -53,7 +115,14 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 22] = [
+    "grpc_addr",
+    "jwt_hs256_secret",
+    "jwt_public_key_file",
+    "jwt_issuer",
+    "jwt_audience",
+    "rate_limit_per_minute",
+    "cors_origins",
     "advertised_addr",
     "reservation_ttl_ms",
     "standby_replicas",
@@ -89,6 +158,13 @@ impl Default for Settings {
             standby_replicas: 0,
             reservation_ttl_ms: 15 * 60 * 1000,
             advertised_addr: None,
+            grpc_addr: None,
+            jwt_hs256_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            rate_limit_per_minute: 0,
+            cors_origins: String::new(),
         }
     }
 }
@@ -165,6 +241,12 @@ impl Settings {
         if let Err(e) = self.poison_policy.parse::<crate::engine::PoisonPolicy>() {
             return bad(e);
         }
+        if self.jwt_hs256_secret.is_some() && self.jwt_public_key_file.is_some() {
+            return bad("set jwt_hs256_secret or jwt_public_key_file, not both".into());
+        }
+        if let Err(e) = erp_query_api::gateway::check_origins(&self.cors_origin_list()) {
+            return bad(e.to_string());
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(format!(
                 "log_format must be text or json, got {:?}",
@@ -208,6 +290,31 @@ mod tests {
                 Settings::load(Some(Path::new("nope.toml"))),
                 Err(ConfigError::MissingFile(_))
             ));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn gateway_settings_are_checked_and_the_secret_is_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ERP_JWT_HS256_SECRET", "0123456789abcdef0123456789abcdef");
+            jail.set_env("ERP_RATE_LIMIT_PER_MINUTE", "100");
+            jail.set_env(
+                "ERP_CORS_ORIGINS",
+                "https://app.example.com, http://localhost:3000",
+            );
+            let s = Settings::load(None).unwrap();
+            assert!(!format!("{s:?}").contains("0123456789abcdef"));
+            let g = s.gateway().unwrap();
+            assert!(g.auth.is_some() && g.limiter.is_some());
+            assert_eq!(g.cors_origins.len(), 2);
+            jail.set_env("ERP_JWT_HS256_SECRET", "short");
+            let err = Settings::load(None).unwrap().gateway().err().unwrap();
+            assert!(err.to_string().contains("32 bytes"), "{err}");
+            jail.set_env("ERP_CORS_ORIGINS", "app.example.com");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("app.example.com"), "{err}");
             Ok(())
         });
     }

@@ -76,6 +76,16 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         query_url: String,
     },
+    /// The query API benchmark's baseline: a bare axum handler answering
+    /// `GET /api/v1/orders/{id}` with a fixed JSON body (bench/query_api.sh).
+    #[command(hide = true)]
+    BenchHttpBaseline {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// The body to answer with (a real order, for the same bytes on the wire).
+        #[arg(long)]
+        body_file: PathBuf,
+    },
 }
 
 fn init_logging(settings: &Settings) {
@@ -100,6 +110,18 @@ fn main() -> anyhow::Result<()> {
     let serde = Arc::new(AvroSerde::new(&settings.schema_registry_url));
     match cli.command {
         Command::Run => serve(&settings, &topics, serde, &Context::ALL),
+        Command::BenchHttpBaseline { addr, body_file } => {
+            let body = std::fs::read(&body_file)
+                .with_context(|| format!("reading {}", body_file.display()))?;
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                tracing::info!(%addr, "baseline HTTP handler listening");
+                axum::serve(listener, erp_query_api::bench::baseline_app(body.into()))
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await?;
+                anyhow::Ok(())
+            })
+        }
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
         Command::Setup => {
             let rt = tokio::runtime::Runtime::new()?;
@@ -192,13 +214,53 @@ fn serve(
         state.stores.clone(),
         settings.advertised(),
     )?));
+    state.gateway = settings.gateway()?;
+    let grpc = match settings.grpc_addr {
+        None => None,
+        Some(addr) => {
+            let outcomes = Arc::new(erp_query_api::grpc::Outcomes::default());
+            erp_processors::app::watch_inventory_outcomes(
+                settings,
+                topics,
+                serde.clone(),
+                outcomes.clone(),
+                engines.shutdown.clone(),
+            )
+            .context("starting the gRPC service's outcome consumer")?;
+            Some((
+                addr,
+                erp_query_api::grpc::InventoryGrpc::server(state.clone(), outcomes),
+            ))
+        }
+    };
     let router = erp_query_api::app(state);
     let addr = settings.http_addr;
     let server_result: anyhow::Result<()> = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the query API to {addr}"))?;
-        tracing::info!(%addr, "query API listening");
+        tracing::info!(addr = %listener.local_addr()?, "query API listening");
+        let (grpc_stop, grpc_stopped) = tokio::sync::watch::channel(false);
+        let grpc_task = match grpc {
+            None => None,
+            Some((addr, service)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the gRPC service to {addr}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "gRPC inventory service listening");
+                let mut stopped = grpc_stopped.clone();
+                Some(tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(
+                            tonic::transport::server::TcpIncoming::from(listener),
+                            async move {
+                                let _ = stopped.wait_for(|s| *s).await;
+                            },
+                        ),
+                ))
+            }
+        };
         // A stream thread that dies (fenced, broken state) takes the process down:
         // crash-only, a restart recovers from the committed log.
         let stopping = engines.shutdown.clone();
@@ -208,15 +270,23 @@ fn serve(
             }
             tracing::error!("a stream thread stopped; shutting down");
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => tracing::info!("shutdown requested"),
-                    _ = watcher => {},
-                }
-            })
-            .await
-            .context("query API server")?;
+        // Graceful: in-flight requests finish, then the engines commit and stop.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown_signal() => tracing::info!("shutdown requested"),
+                _ = watcher => {},
+            }
+        })
+        .await
+        .context("query API server")?;
+        let _ = grpc_stop.send(true);
+        if let Some(task) = grpc_task {
+            task.await?.context("gRPC server")?;
+        }
         Ok(())
     });
     let stop_result = engines.stop();

@@ -118,6 +118,22 @@ impl KeyLocator for GroupLocator {
             None => Owner::Unknown,
         }
     }
+
+    fn peers(&self, store: &str) -> Vec<String> {
+        let Some((group, _)) = self.source_of(store) else {
+            return Vec::new();
+        };
+        let mut peers: Vec<String> = self
+            .members(&group)
+            .into_iter()
+            .filter_map(|(addr, _)| addr)
+            .filter(|addr| *addr != self.self_addr)
+            .map(|addr| format!("http://{addr}"))
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
 }
 
 /// Kafka's ConsumerProtocolAssignment: version, [topic, [partition]], user data.

@@ -98,6 +98,7 @@ impl World {
                     order_id: oid(o),
                     line_no,
                     quantity: Quantity::new(i64::from(quantity)).unwrap(),
+                    channel: None,
                 },
             ),
             SagaCommand::ReleaseStock { sku, reason } => inv(

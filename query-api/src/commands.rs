@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -106,19 +106,84 @@ fn ids(
     })
 }
 
+/// The state the command leads to, if it shows up within `secs` (200 responses only).
+async fn wait_for_state(
+    state: &AppState,
+    wait: &Wait,
+    secs: u64,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let timeout = std::time::Duration::from_secs(secs);
+    let r = match wait {
+        Wait::Nothing => return None,
+        Wait::Order {
+            order_id,
+            command_id,
+        } => {
+            let path = format!(
+                "/api/v1/orders/{order_id}?wait_for={command_id}&timeout_ms={}",
+                timeout.as_millis()
+            );
+            crate::read_order(state, order_id, Some(command_id), timeout, &path, headers).await
+        }
+        Wait::Customer(id) => {
+            crate::read_until_found(
+                state,
+                crate::stores::CUSTOMERS,
+                id,
+                &format!("/api/v1/customers/{id}"),
+                timeout,
+                headers,
+            )
+            .await
+        }
+    };
+    (r.status() == StatusCode::OK).then_some(r)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Publishes off the async workers and answers 202 with the ids and a Location.
+/// What a `Prefer: wait=N` request waits for once its command is published.
+enum Wait {
+    /// The order's history names the command.
+    Order {
+        order_id: String,
+        command_id: String,
+    },
+    /// The customer exists.
+    Customer(String),
+    /// Nothing observable: the preference is not applied.
+    Nothing,
+}
+
+/// `Prefer: wait=N` (RFC 7240): seconds the client is willing to wait for the new
+/// state, capped at [`MAX_WAIT_MS`](crate::MAX_WAIT_MS).
+fn prefer_wait(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next()
+        .map(|n| n.min(crate::MAX_WAIT_MS / 1000))
+}
+
+/// Publishes off the async workers and answers 202 with the ids and a Location — or,
+/// when the client prefers to wait and the new state shows up in time, 200 with it.
 async fn publish(
     state: &AppState,
     command: Command,
     location: String,
     body: serde_json::Value,
     correlation: &CorrelationId,
+    headers: &HeaderMap,
+    wait: Wait,
 ) -> Response {
     let Some(bus) = state.commands.clone() else {
         return problem(
@@ -128,18 +193,34 @@ async fn publish(
     };
     let bus: Arc<dyn CommandBus> = bus;
     match tokio::task::spawn_blocking(move || bus.send(command)).await {
-        Ok(Ok(())) => (
-            StatusCode::ACCEPTED,
-            [
-                (header::LOCATION, location),
-                (
-                    header::HeaderName::from_static("x-correlation-id"),
-                    correlation.0.clone(),
-                ),
-            ],
-            Json(body),
-        )
-            .into_response(),
+        Ok(Ok(())) => {
+            if let Some(secs) = prefer_wait(headers)
+                && let Some(mut r) = wait_for_state(state, &wait, secs, headers).await
+            {
+                let h = r.headers_mut();
+                // Ids and SKUs are validated ASCII; never panic on a header anyway.
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    h.insert(header::LOCATION, v);
+                }
+                h.insert(
+                    header::HeaderName::from_static("preference-applied"),
+                    HeaderValue::from_str(&format!("wait={secs}")).expect("ascii"),
+                );
+                return r;
+            }
+            (
+                StatusCode::ACCEPTED,
+                [
+                    (header::LOCATION, location),
+                    (
+                        header::HeaderName::from_static("x-correlation-id"),
+                        correlation.0.clone(),
+                    ),
+                ],
+                Json(body),
+            )
+                .into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "command not published");
             problem(
@@ -154,17 +235,22 @@ async fn publish(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
+    #[schema(pattern = "^[A-Z0-9][A-Z0-9-]{2,31}$")]
     pub sku: String,
     pub product_name: Option<String>,
+    #[schema(minimum = 1)]
     pub quantity: i32,
+    /// A decimal in the order's currency, e.g. "12.50".
+    #[schema(pattern = "^[0-9]{1,13}(\\.[0-9]{1,10})?$")]
     pub unit_price: String,
+    #[schema(pattern = "^[0-9]{1,13}(\\.[0-9]{1,10})?$")]
     pub unit_weight_kg: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressRequest {
     pub street: String,
@@ -173,10 +259,12 @@ pub struct AddressRequest {
     pub country: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    #[schema(format = Uuid)]
     pub customer_id: String,
+    #[schema(pattern = "^(USD|EUR|CNY)$")]
     pub currency: String,
     pub lines: Vec<LineRequest>,
     pub shipping_address: AddressRequest,
@@ -185,19 +273,19 @@ pub struct PlaceOrderRequest {
     pub manual_confirmation: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrderRequest {
     pub lines: Vec<LineRequest>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrderRequest {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterCustomerRequest {
     pub name: String,
@@ -206,9 +294,10 @@ pub struct RegisterCustomerRequest {
     pub address: AddressRequest,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
+    #[schema(minimum = 1)]
     pub quantity: i32,
     pub warehouse: Option<String>,
 }
@@ -226,8 +315,11 @@ fn check_lines(lines: &[LineRequest]) -> Result<Vec<wire::OrderLine>, String> {
             if l.quantity <= 0 {
                 return Err(format!("line {i}: quantity must be greater than zero"));
             }
-            if l.sku.trim().is_empty() || l.sku.len() > 32 {
-                return Err(format!("line {i}: SKU must be 1-32 characters"));
+            if !crate::is_sku(&l.sku) {
+                return Err(format!(
+                    "line {i}: SKU {:?} is not 3-32 of A-Z, 0-9 and -",
+                    l.sku
+                ));
             }
             if !is_decimal(&l.unit_price) {
                 return Err(format!(
@@ -309,6 +401,30 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Place an order (PlaceOrder command)",
+    request_body = PlaceOrderRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer 200 with the new state if it shows up within N seconds (max 30)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 200, description = "Prefer: wait=N and the order was placed in time", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn place_order(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -344,12 +460,18 @@ pub async fn place_order(
         manual_confirmation: req.manual_confirmation,
     });
     let body = json!({"order_id": order_id, "command_id": command_id, "status": "ACCEPTED"});
+    let wait = Wait::Order {
+        order_id: order_id.clone(),
+        command_id,
+    };
     publish(
         &state,
         Command::Order(cmd),
         format!("/api/v1/orders/{order_id}"),
         body,
         &correlation,
+        &headers,
+        wait,
     )
     .await
 }
@@ -379,16 +501,48 @@ async fn order_command(
     cmd.expected_version = expected;
     set(&mut cmd);
     let body = json!({"order_id": order_id, "command_id": command_id, "status": "ACCEPTED"});
+    let wait = Wait::Order {
+        order_id: order_id.clone(),
+        command_id,
+    };
     publish(
         state,
         Command::Order(cmd),
         format!("/api/v1/orders/{order_id}"),
         body,
         correlation,
+        headers,
+        wait,
     )
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "Replace the lines of a pending order (UpdateOrder)",
+    request_body = UpdateOrderRequest,
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "Expected order version (the ETag); a mismatch is rejected by the order processor"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer 200 with the new state if it shows up within N seconds (max 30)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn update_order(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -406,6 +560,32 @@ pub async fn update_order(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "Cancel an order (CancelOrder; compensations follow)",
+    request_body = Option<CancelOrderRequest>,
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "Expected order version (the ETag); a mismatch is rejected by the order processor"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer 200 with the new state if it shows up within N seconds (max 30)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn cancel_order(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -431,6 +611,29 @@ pub async fn cancel_order(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/confirm",
+    tag = "orders",
+    summary = "Confirm an order placed with manual_confirmation",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        ("If-Match" = Option<String>, Header, description = "Expected order version (the ETag); a mismatch is rejected by the order processor"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer 200 with the new state if it shows up within N seconds (max 30)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn confirm_order(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -443,6 +646,30 @@ pub async fn confirm_order(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers",
+    tag = "customers",
+    summary = "Register a customer",
+    request_body = RegisterCustomerRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer 200 with the new state if it shows up within N seconds (max 30)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 200, description = "Prefer: wait=N and the customer exists in time", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn register_customer(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -471,10 +698,35 @@ pub async fn register_customer(
         format!("/api/v1/customers/{customer_id}"),
         body,
         &correlation,
+        &headers,
+        Wait::Customer(customer_id.clone()),
     )
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/inventory/{sku}/restock",
+    tag = "inventory",
+    summary = "Restock a SKU",
+    request_body = RestockRequest,
+    params(
+        ("sku" = String, Path, pattern = "^[A-Z0-9][A-Z0-9-]{2,31}$", description = "SKU: 3-32 of A-Z, 0-9 and -"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn restock(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -482,10 +734,10 @@ pub async fn restock(
     Path(sku): Path<String>,
     ApiJson(req): ApiJson<RestockRequest>,
 ) -> Response {
-    if sku.is_empty() || sku.len() > 32 {
+    if !crate::is_sku(&sku) {
         return problem(
             StatusCode::BAD_REQUEST,
-            format!("SKU {sku:?} is not 1-32 characters"),
+            format!("SKU {sku:?} is not 3-32 of A-Z, 0-9 and -"),
         );
     }
     if req.quantity <= 0 {
@@ -508,6 +760,8 @@ pub async fn restock(
         format!("/api/v1/inventory/{sku}"),
         body,
         &correlation,
+        &headers,
+        Wait::Nothing,
     )
     .await
 }
@@ -538,10 +792,32 @@ async fn shipment_command(
         format!("/api/v1/shipments/{order_id}"),
         body,
         correlation,
+        headers,
+        Wait::Nothing,
     )
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{order_id}/dispatch",
+    tag = "shipments",
+    summary = "The carrier picked the order's parcel up",
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn dispatch_shipment(
     State(state): State<AppState>,
     correlation: CorrelationId,
@@ -554,6 +830,26 @@ pub async fn dispatch_shipment(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/shipments/{order_id}/deliver",
+    tag = "shipments",
+    summary = "The carrier delivered the order's parcel",
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same ids: a retry publishes the same command (applied once)"),
+        ("X-Correlation-ID" = Option<String>, Header, description = "Carried into the Kafka headers; generated when absent")
+    ),
+    responses(
+        (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but invalid command", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 pub async fn deliver_shipment(
     State(state): State<AppState>,
     correlation: CorrelationId,

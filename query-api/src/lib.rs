@@ -6,9 +6,15 @@
 //! and answered 202 Accepted. Every response carries `X-Correlation-ID` (the caller's,
 //! or a new one), which also travels with the command into Kafka.
 
+pub mod bench;
 mod commands;
+pub mod gateway;
+pub mod grpc;
+mod openapi;
 
 pub use commands::{Command, CommandBus};
+pub use gateway::Gateway;
+pub use openapi::ApiDoc;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +52,8 @@ pub struct AppState {
     pub commands: Option<Arc<dyn CommandBus>>,
     /// Which instance hosts a key; `None`: answer from local stores only.
     pub locator: Option<Arc<dyn KeyLocator>>,
+    /// Auth, rate limiting and CORS (all off by default).
+    pub gateway: Gateway,
 }
 
 /// Where a key's state is.
@@ -61,6 +69,12 @@ pub enum Owner {
 /// Finds the instance that hosts a store key (blocking; called off the async workers).
 pub trait KeyLocator: Send + Sync + 'static {
     fn locate(&self, store: &str, key: &str) -> Owner;
+
+    /// The other instances hosting partitions of `store` (base URLs), for lists that
+    /// fan out and merge.
+    fn peers(&self, _store: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// How long a lookup waits for a key's owner during a rebalance before answering 503.
@@ -74,7 +88,7 @@ async fn route(
     state: &AppState,
     store: &'static str,
     key: &str,
-    uri: &Uri,
+    path: &str,
     headers: &axum::http::HeaderMap,
 ) -> Option<Response> {
     let locator = state.locator.clone()?;
@@ -90,13 +104,10 @@ async fn route(
         match owner {
             Owner::Local => return None,
             Owner::Remote(_) if forwarded => {}
-            Owner::Remote(base) => {
-                let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-                match forward(&format!("{base}{path}"), headers).await {
-                    Ok(response) => return Some(response),
-                    Err(e) => tracing::debug!(%base, error = %e, "owner unreachable; retrying"),
-                }
-            }
+            Owner::Remote(base) => match forward(&format!("{base}{path}"), headers).await {
+                Ok(response) => return Some(response),
+                Err(e) => tracing::debug!(%base, error = %e, "owner unreachable; retrying"),
+            },
             Owner::Unknown => {}
         }
         if tokio::time::Instant::now() >= deadline {
@@ -112,17 +123,29 @@ async fn route(
     }
 }
 
-async fn forward(url: &str, headers: &axum::http::HeaderMap) -> Result<Response, reqwest::Error> {
+fn path_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+}
+
+/// The client for instance-to-instance requests (a forwarded read-your-writes wait may
+/// take up to [`MAX_WAIT_MS`]).
+fn client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
+    CLIENT.get_or_init(|| {
         reqwest::Client::builder()
-            .timeout(Duration::from_secs(35))
+            .timeout(Duration::from_millis(MAX_WAIT_MS + 5_000))
             .build()
             .expect("http client")
-    });
-    let mut req = client.get(url).header(FORWARDED, "1");
-    if let Some(c) = headers.get(CORRELATION) {
-        req = req.header(CORRELATION, c);
+    })
+}
+
+async fn forward(url: &str, headers: &axum::http::HeaderMap) -> Result<Response, reqwest::Error> {
+    let mut req = client().get(url).header(FORWARDED, "1");
+    // The owner checks the same token; the correlation id follows the request.
+    for name in [CORRELATION, "authorization"] {
+        if let Some(v) = headers.get(name) {
+            req = req.header(name, v);
+        }
     }
     let resp = req.send().await?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -193,7 +216,8 @@ async fn correlate(mut req: Request, next: Next) -> Response {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let gateway = state.gateway.clone();
+    let router = Router::new()
         .route(
             "/api/v1/orders",
             get(list_orders).post(commands::place_order),
@@ -224,6 +248,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::document))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             problem(
@@ -232,8 +257,22 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost last: CORS (preflights answer before auth) → correlation id →
+        // auth → rate limit (per verified subject) → handlers.
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            gateway::limit_rate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            gateway::authenticate,
+        ))
         .layer(axum::middleware::from_fn(correlate))
-        .with_state(state)
+        .with_state(state);
+    match gateway::cors(&gateway.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// An RFC 9457 problem response.
@@ -283,6 +322,14 @@ async fn lookup(
     }
 }
 
+/// The inventory context's SKU rule: 3-32 of `A-Z`, `0-9` and `-`, not starting with `-`.
+pub(crate) fn is_sku(s: &str) -> bool {
+    (3..=32).contains(&s.len())
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+}
+
 pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| {
@@ -294,12 +341,15 @@ pub(crate) fn is_uuid(s: &str) -> bool {
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct OrderQuery {
     /// Read-your-writes: wait until this command (or event) id was applied to the order.
+    #[param(min_length = 1, max_length = 128)]
     wait_for: Option<String>,
-    /// How long to wait, at most 30 s (default 5 s).
+    /// How long to wait in ms, at most 30000 (default 5000).
+    #[param(maximum = 30000)]
     timeout_ms: Option<u64>,
 }
 
@@ -309,6 +359,24 @@ fn applied(order: &Value, id: &str) -> bool {
         .is_some_and(|h| h.iter().any(|e| e["cause"]["id"] == id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    summary = "An order (read-your-writes with wait_for)",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id (UUID)"),
+        OrderQuery
+    ),
+    responses(
+        (status = 200, description = "The order; ETag is its version", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -322,58 +390,121 @@ async fn get_order(
             format!("order id {id:?} is not a UUID"),
         );
     }
-    if let Some(r) = route(
-        &state,
-        stores::ORDERS,
-        &id.to_ascii_lowercase(),
-        &uri,
-        &headers,
-    )
-    .await
-    {
-        return r;
-    }
     let query = match query {
         Ok(Query(q)) => q,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let key = id.to_ascii_lowercase();
-    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(5_000).min(30_000));
+    if query
+        .wait_for
+        .as_ref()
+        .is_some_and(|w| w.is_empty() || w.len() > 128)
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "wait_for must be a command or event id (1-128 characters)".into(),
+        );
+    }
+    if query.timeout_ms.is_some_and(|t| t > MAX_WAIT_MS) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("timeout_ms must be at most {MAX_WAIT_MS}"),
+        );
+    }
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(5_000));
+    read_order(
+        &state,
+        &id.to_ascii_lowercase(),
+        query.wait_for.as_deref(),
+        timeout,
+        path_of(&uri),
+        &headers,
+    )
+    .await
+}
+
+/// Longest read-your-writes wait a client may ask for.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// The order, from its owner; with `wait_for`, once that command or event was applied
+/// (bounded by `timeout`: 404 if the order never appeared, 503 if it did but the command
+/// was not applied yet).
+pub(crate) async fn read_order(
+    state: &AppState,
+    key: &str,
+    wait_for: Option<&str>,
+    timeout: Duration,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    if let Some(r) = route(state, stores::ORDERS, key, path, headers).await {
+        return r;
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let found = match lookup(&state, stores::ORDERS, key.clone()).await {
+        let found = match lookup(state, stores::ORDERS, key.to_string()).await {
             Ok(found) => found,
             Err(r) => return r,
         };
-        let done = match (&found, &query.wait_for) {
+        let done = match (&found, wait_for) {
             (_, None) => true,
             (Some(order), Some(wanted)) => applied(order, wanted),
             (None, Some(_)) => false,
         };
-        if done {
-            return match found {
-                Some(order) => Json(order).into_response(),
-                None => problem(StatusCode::NOT_FOUND, format!("order {id} not found")),
-            };
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let mut r = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "command {} was not applied to order {id} within {timeout:?}",
-                    query.wait_for.unwrap_or_default()
-                ),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+        let expired = tokio::time::Instant::now() >= deadline;
+        match found {
+            Some(order) if done => return with_etag(order),
+            None if done || expired => {
+                return problem(StatusCode::NOT_FOUND, format!("order {key} not found"));
+            }
+            Some(_) if expired => {
+                let mut r = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "command {} was not applied to order {key} within {timeout:?}",
+                        wait_for.unwrap_or_default()
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
+/// The order with its version as the ETag, for `If-Match` on PUT and DELETE.
+fn with_etag(order: Value) -> Response {
+    let etag = order["version"]
+        .as_i64()
+        .and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok());
+    let mut r = Json(order).into_response();
+    if let Some(etag) = etag {
+        r.headers_mut().insert(header::ETAG, etag);
+    }
+    r
+}
+
 /// The order's saga, step by step: every command, reply and compensation with its time,
 /// the input record (topic, partition, offset) and the commands it sent.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/timeline",
+    tag = "orders",
+    summary = "The order's saga timeline",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id (UUID)")
+    ),
+    responses(
+        (status = 200, description = "Every step", body = crate::openapi::Timeline),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn get_timeline(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -390,7 +521,7 @@ async fn get_timeline(
         &state,
         stores::ORDERS,
         &id.to_ascii_lowercase(),
-        &uri,
+        path_of(&uri),
         &headers,
     )
     .await
@@ -410,9 +541,10 @@ async fn get_timeline(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct OrderListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct OrderListQuery {
     customer_id: Option<String>,
     status: Option<String>,
     /// Created at or after (epoch ms).
@@ -420,23 +552,56 @@ struct OrderListQuery {
     /// Created before (epoch ms).
     created_to: Option<i64>,
     /// Page size, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<usize>,
-    /// Orders to skip (ordered by creation time, then id).
+    /// Orders to skip (ordered by creation time, then id), at most 9900.
+    #[param(maximum = 9900)]
     offset: Option<usize>,
 }
 
-/// Orders of this instance's stores, filtered and paged (newest first).
+/// Largest page a peer is asked for when a list fans out (offset + limit of the
+/// caller's page).
+const MAX_FAN_OUT_PAGE: usize = 10_000;
+
+/// Orders of every instance, filtered and paged (newest first): this instance's stores
+/// plus each peer's, merged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    summary = "Orders over every instance, filtered and paged",
+    params(
+        OrderListQuery
+    ),
+    responses(
+        (status = 200, description = "A page of orders", body = crate::openapi::OrderPage),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn list_orders(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<OrderListQuery>, QueryRejection>,
 ) -> Response {
     let q = match query {
         Ok(Query(q)) => q,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    let forwarded = headers.contains_key(FORWARDED);
     let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return problem(StatusCode::BAD_REQUEST, "limit must be 1-100".into());
+    let max = if forwarded { MAX_FAN_OUT_PAGE } else { 100 };
+    if !(1..=max).contains(&limit) {
+        return problem(StatusCode::BAD_REQUEST, format!("limit must be 1-{max}"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_FAN_OUT_PAGE - 100 {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("offset must be at most {}", MAX_FAN_OUT_PAGE - 100),
+        );
     }
     let status = q.status.as_ref().map(|s| s.to_ascii_uppercase());
     let entries = match scan(&state, stores::ORDERS).await {
@@ -457,17 +622,6 @@ async fn list_orders(
                 && q.created_to
                     .is_none_or(|t| o["created_at"].as_i64().is_some_and(|c| c < t))
         })
-        .collect();
-    orders.sort_by(|a, b| {
-        (b["created_at"].as_i64(), b["id"].as_str())
-            .cmp(&(a["created_at"].as_i64(), a["id"].as_str()))
-    });
-    let total = orders.len();
-    let offset = q.offset.unwrap_or(0);
-    let page: Vec<Value> = orders
-        .into_iter()
-        .skip(offset)
-        .take(limit)
         .map(|o| {
             json!({
                 "id": o["id"], "customer_id": o["customer_id"], "status": o["status"],
@@ -476,11 +630,107 @@ async fn list_orders(
             })
         })
         .collect();
+    let mut total = orders.len();
+    if !forwarded {
+        let mut peer_query = q.clone();
+        peer_query.offset = Some(0);
+        peer_query.limit = Some(offset + limit);
+        match fan_out(
+            &state,
+            stores::ORDERS,
+            "/api/v1/orders",
+            &peer_query,
+            &headers,
+        )
+        .await
+        {
+            Ok(pages) => {
+                for page in pages {
+                    total += page["total"].as_u64().unwrap_or(0) as usize;
+                    orders.extend(page["orders"].as_array().cloned().unwrap_or_default());
+                }
+            }
+            Err(r) => return r,
+        }
+    }
+    // A partition moving between instances can be listed by both: keep the newest.
+    orders.sort_by(|a, b| {
+        (a["id"].as_str(), b["version"].as_i64()).cmp(&(b["id"].as_str(), a["version"].as_i64()))
+    });
+    let before = orders.len();
+    orders.dedup_by(|a, b| a["id"] == b["id"]);
+    total -= before - orders.len();
+    orders.sort_by(|a, b| {
+        (b["created_at"].as_i64(), b["id"].as_str())
+            .cmp(&(a["created_at"].as_i64(), a["id"].as_str()))
+    });
+    let page: Vec<Value> = orders.into_iter().skip(offset).take(limit).collect();
     Json(json!({"total": total, "offset": offset, "limit": limit, "orders": page})).into_response()
 }
 
-/// Products whose available stock is below their low-stock threshold.
-async fn low_stock(State(state): State<AppState>) -> Response {
+/// Asks every peer hosting `store` for `path?query` (one hop) and returns their JSON
+/// answers; any peer failing makes the list fail with 503 + Retry-After rather than be
+/// silently incomplete.
+async fn fan_out(
+    state: &AppState,
+    store: &'static str,
+    path: &str,
+    query: &(impl serde::Serialize + Sync),
+    headers: &axum::http::HeaderMap,
+) -> Result<Vec<Value>, Response> {
+    let Some(locator) = state.locator.clone() else {
+        return Ok(Vec::new());
+    };
+    let peers = tokio::task::spawn_blocking(move || locator.peers(store))
+        .await
+        .unwrap_or_default();
+    let mut pages = Vec::with_capacity(peers.len());
+    for base in peers {
+        let mut req = client()
+            .get(format!("{base}{path}"))
+            .query(query)
+            .header(FORWARDED, "1");
+        for name in [CORRELATION, "authorization"] {
+            if let Some(v) = headers.get(name) {
+                req = req.header(name, v);
+            }
+        }
+        let answer = match req.send().await {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
+            Ok(r) => Err(format!("answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(page) => pages.push(page),
+            Err(e) => {
+                let mut r = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("instance {base} did not answer ({e}); the list would be incomplete"),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(r);
+            }
+        }
+    }
+    Ok(pages)
+}
+
+/// Products below their low-stock threshold, over every instance.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory",
+    tag = "inventory",
+    summary = "Products below their low-stock threshold, over every instance",
+    responses(
+        (status = 200, description = "Low-stock products", body = crate::openapi::LowStockList),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
+async fn low_stock(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let entries = match scan(&state, stores::PRODUCTS).await {
         Ok(e) => e,
         Err(r) => return r,
@@ -503,11 +753,33 @@ async fn low_stock(State(state): State<AppState>) -> Response {
             (available < threshold).then(|| {
                 json!({"sku": p["sku"], "name": p["name"], "available": available,
                        "low_stock_threshold": threshold, "reorder_point": p["reorder_point"],
-                       "reorder_quantity": p["reorder_quantity"]})
+                       "reorder_quantity": p["reorder_quantity"], "version": p["version"]})
             })
         })
         .collect();
-    low.sort_by(|a, b| a["sku"].as_str().cmp(&b["sku"].as_str()));
+    if !headers.contains_key(FORWARDED) {
+        let no_query: [(&str, &str); 0] = [];
+        match fan_out(
+            &state,
+            stores::PRODUCTS,
+            "/api/v1/inventory",
+            &no_query,
+            &headers,
+        )
+        .await
+        {
+            Ok(pages) => {
+                for page in pages {
+                    low.extend(page["products"].as_array().cloned().unwrap_or_default());
+                }
+            }
+            Err(r) => return r,
+        }
+    }
+    low.sort_by(|a, b| {
+        (a["sku"].as_str(), b["version"].as_i64()).cmp(&(b["sku"].as_str(), a["version"].as_i64()))
+    });
+    low.dedup_by(|a, b| a["sku"] == b["sku"]);
     Json(json!({"products": low})).into_response()
 }
 
@@ -534,19 +806,36 @@ async fn scan(state: &AppState, store: &'static str) -> Result<Vec<Value>, Respo
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory/{sku}",
+    tag = "inventory",
+    summary = "Stock of one SKU, per warehouse and in total",
+    params(
+        ("sku" = String, Path, pattern = "^[A-Z0-9][A-Z0-9-]{2,31}$", description = "SKU: 3-32 of A-Z, 0-9 and -")
+    ),
+    responses(
+        (status = 200, description = "The product", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn get_product(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     uri: Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if sku.is_empty() || sku.len() > 32 {
+    if !is_sku(&sku) {
         return problem(
             StatusCode::BAD_REQUEST,
-            format!("SKU {sku:?} is not 1-32 characters"),
+            format!("SKU {sku:?} is not 3-32 of A-Z, 0-9 and -"),
         );
     }
-    if let Some(r) = route(&state, stores::PRODUCTS, &sku, &uri, &headers).await {
+    if let Some(r) = route(&state, stores::PRODUCTS, &sku, path_of(&uri), &headers).await {
         return r;
     }
     match lookup(&state, stores::PRODUCTS, sku.clone()).await {
@@ -588,7 +877,68 @@ async fn by_uuid(state: &AppState, store: &'static str, what: &str, id: &str) ->
     }
 }
 
-async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+/// A key's value from its owner once it exists (200), or the last answer (404, 503)
+/// when `timeout` passed.
+pub(crate) async fn read_until_found(
+    state: &AppState,
+    store: &'static str,
+    key: &str,
+    path: &str,
+    timeout: Duration,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = match route(state, store, key, path, headers).await {
+            Some(r) => r,
+            None => match lookup(state, store, key.to_string()).await {
+                Ok(Some(v)) => Json(v).into_response(),
+                Ok(None) => problem(StatusCode::NOT_FOUND, format!("{key} not found")),
+                Err(r) => r,
+            },
+        };
+        if r.status() == StatusCode::OK || tokio::time::Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{id}",
+    tag = "customers",
+    summary = "A customer (tier, lifetime spend) and whether order pricing sees it yet",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Customer id (UUID)")
+    ),
+    responses(
+        (status = 200, description = "The customer", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
+async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if is_uuid(&id)
+        && let Some(r) = route(
+            &state,
+            stores::CUSTOMERS,
+            &id.to_ascii_lowercase(),
+            path_of(&uri),
+            &headers,
+        )
+        .await
+    {
+        return r;
+    }
     let response = by_uuid(&state, stores::CUSTOMERS, "customer", &id).await;
     if response.status() == StatusCode::NOT_FOUND {
         // Hosted by another instance, but maybe already in this instance's customer
@@ -640,6 +990,23 @@ async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> 
     Json(customer).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/{order_id}",
+    tag = "payments",
+    summary = "An order's payment",
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "Order id (UUID)")
+    ),
+    responses(
+        (status = 200, description = "The payment", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn get_payment(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -651,7 +1018,7 @@ async fn get_payment(
             &state,
             stores::PAYMENTS,
             &id.to_ascii_lowercase(),
-            &uri,
+            path_of(&uri),
             &headers,
         )
         .await
@@ -661,6 +1028,23 @@ async fn get_payment(
     by_uuid(&state, stores::PAYMENTS, "payment of order", &id).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/shipments/{order_id}",
+    tag = "shipments",
+    summary = "An order's shipment",
+    params(
+        ("order_id" = uuid::Uuid, Path, description = "Order id (UUID)")
+    ),
+    responses(
+        (status = 200, description = "The shipment", body = crate::openapi::Aggregate),
+        (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limit exceeded (Retry-After)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 503, description = "Owner unavailable (rebalancing), wait bound passed, or broker unreachable; Retry-After", body = crate::openapi::ProblemDetails, content_type = "application/problem+json")
+    )
+)]
 async fn get_shipment(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -672,7 +1056,7 @@ async fn get_shipment(
             &state,
             stores::SHIPMENTS,
             &id.to_ascii_lowercase(),
-            &uri,
+            path_of(&uri),
             &headers,
         )
         .await
@@ -682,10 +1066,29 @@ async fn get_shipment(
     by_uuid(&state, stores::SHIPMENTS, "shipment of order", &id).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "operations",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "The process answers", body = crate::openapi::Health)
+    )
+)]
 async fn live() -> Response {
     Json(json!({"status": "UP"})).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "operations",
+    summary = "Readiness: every store restored and every task running",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::Health),
+        (status = 503, description = "Not ready yet (restoring, rebalancing)", body = crate::openapi::Health)
+    )
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let components = state.readiness.report();
     let body = json!({
@@ -700,6 +1103,15 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Text exposition format", body = String, content_type = "text/plain")
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     use prometheus::Encoder;
     let mut buf = Vec::new();
@@ -780,6 +1192,7 @@ mod tests {
             metrics: Arc::new(prometheus::Registry::new()),
             commands: Some(bus),
             locator: None,
+            gateway: Gateway::default(),
         }
     }
 
@@ -1317,5 +1730,277 @@ mod tests {
             ),
             (Some("SKU-LOW"), Some(3))
         );
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn token(scope: &str, exp_in_s: i64, secret: &[u8]) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + exp_in_s;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "clerk-1", "scope": scope, "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn secured() -> AppState {
+        let mut s = state();
+        s.gateway.auth = Some(Arc::new(
+            gateway::JwtAuth::hs256(SECRET).unwrap().expect(None, None),
+        ));
+        s
+    }
+
+    #[tokio::test]
+    async fn with_auth_on_tokens_are_required_checked_and_scoped() {
+        let get = format!("/api/v1/orders/{ORDER}");
+        let bearer = |t: &str| format!("Bearer {t}");
+        let (status, h, body) = send(app(secured()), "GET", &get, &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            h[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        assert_eq!(body["status"], 401);
+        let expired = bearer(&token("erp:read", -3600, SECRET));
+        let forged = bearer(&token(
+            "erp:write",
+            3600,
+            b"another-secret-of-32-bytes-length",
+        ));
+        for bad in [
+            expired.as_str(),
+            forged.as_str(),
+            "Bearer not.a.jwt",
+            "Basic abc",
+        ] {
+            let (status, _, body) =
+                send(app(secured()), "GET", &get, &[("authorization", bad)], "").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}: {body}");
+        }
+        let reader = bearer(&token("erp:read", 3600, SECRET));
+        let (status, _, _) = send(
+            app(secured()),
+            "GET",
+            &get,
+            &[("authorization", &reader)],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let cancel = format!("/api/v1/orders/{ORDER}");
+        let (status, _, body) = send(
+            app(secured()),
+            "DELETE",
+            &cancel,
+            &[("authorization", &reader)],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let writer = bearer(&token("erp:read erp:write", 3600, SECRET));
+        let (status, _, _) = send(
+            app(secured()),
+            "DELETE",
+            &cancel,
+            &[("authorization", &writer)],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        // Probes, metrics and the API description stay open.
+        for open in ["/health/live", "/metrics", "/openapi.json"] {
+            let (status, _, _) = send(app(secured()), "GET", open, &[], "").await;
+            assert_eq!(status, StatusCode::OK, "{open}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_rate_gets_429_with_retry_after() {
+        let mut s = state();
+        s.gateway.limiter = gateway::RateLimiter::per_minute(2).map(Arc::new);
+        let uri = format!("/api/v1/orders/{ORDER}");
+        for left in ["1", "0"] {
+            let (status, h, _) = send(app(s.clone()), "GET", &uri, &[], "").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(h["x-ratelimit-remaining-minute"], left);
+        }
+        let (status, h, body) = send(app(s.clone()), "GET", &uri, &[], "").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(h[header::RETRY_AFTER], "30");
+        assert_eq!(body["status"], 429);
+        // Probes are never limited.
+        let (status, _, _) = send(app(s), "GET", "/health/live", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn cors_answers_preflights_for_configured_origins_only() {
+        let mut s = state();
+        s.gateway.cors_origins = vec!["https://app.example.com".into()];
+        let preflight = |origin: &'static str| {
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/api/v1/orders")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "content-type,idempotency-key",
+                )
+                .body(Body::empty())
+                .unwrap()
+        };
+        let ok = app(s.clone())
+            .oneshot(preflight("https://app.example.com"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ok.headers()["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        assert_eq!(ok.headers()["access-control-max-age"], "3600");
+        assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+        let other = app(s)
+            .oneshot(preflight("https://evil.example"))
+            .await
+            .unwrap();
+        assert!(!other.headers().contains_key("access-control-allow-origin"));
+    }
+
+    /// Applies each PlaceOrder to the orders store, as the order processor would.
+    struct ApplyingBus(Arc<MemoryBackend>);
+
+    impl CommandBus for ApplyingBus {
+        fn send(&self, command: Command) -> Result<(), String> {
+            if let Command::Order(c) = command
+                && c.place_order.is_some()
+            {
+                let order = json!({"id": c.order_id, "status": "Pending", "version": 1,
+                    "history": [{"cause": {"id": c.command_id}}]});
+                self.0
+                    .write_batch(
+                        &[(
+                            c.order_id.into_bytes(),
+                            Some(order.to_string().into_bytes()),
+                        )],
+                        Some(1),
+                    )
+                    .unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn prefer_wait_answers_with_the_new_state_or_falls_back_to_202() {
+        let stores = StoreRegistry::new();
+        let orders = Arc::new(MemoryBackend::new(stores::ORDERS));
+        stores.register(stores::ORDERS, 0, orders.clone());
+        let s = AppState {
+            stores,
+            readiness: Readiness::new(),
+            metrics: Arc::new(prometheus::Registry::new()),
+            commands: Some(Arc::new(ApplyingBus(orders))),
+            locator: None,
+            gateway: Gateway::default(),
+        };
+        let body = format!(
+            r#"{{"customer_id":"{CUSTOMER}","currency":"USD","lines":[{{"sku":"SKU-1","quantity":1,"unit_price":"10.00"}}],
+               "shipping_address":{{"street":"1 Main St","city":"Springfield","postal_code":"12345","country":"US"}}}}"#
+        );
+        let json_ct = ("content-type", "application/json");
+        let (status, h, order) = send(
+            app(s.clone()),
+            "POST",
+            "/api/v1/orders",
+            &[json_ct, ("prefer", "wait=2")],
+            &body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{order}");
+        assert_eq!(h["preference-applied"], "wait=2");
+        assert_eq!(h[header::ETAG], "\"1\"");
+        assert_eq!(
+            h[header::LOCATION].to_str().unwrap(),
+            format!("/api/v1/orders/{}", order["id"].as_str().unwrap())
+        );
+        // A command whose effect never shows (no order to cancel here): 202 after the wait.
+        let started = std::time::Instant::now();
+        let (status, h, _) = send(
+            app(s),
+            "DELETE",
+            &format!("/api/v1/orders/{ORDER}"),
+            &[("prefer", "wait=1")],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(!h.contains_key("preference-applied"));
+        assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_an_order_that_never_appears_is_a_404_not_a_5xx() {
+        let (status, _, body) = send(
+            app(state()),
+            "GET",
+            &format!("/api/v1/orders/{O3}?wait_for=cmd-1&timeout_ms=100"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _, _) = send(
+            app(state()),
+            "GET",
+            &format!("/api/v1/orders/{O3}?timeout_ms=30001"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let doc = serde_json::to_value(ApiDoc::openapi_document()).unwrap();
+        let (status, _, served) = send(app(state()), "GET", "/openapi.json", &[], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(served, doc);
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let concrete = path
+                .replace("{id}", ORDER)
+                .replace("{order_id}", ORDER)
+                .replace("{sku}", "SKU-1");
+            for method in item.as_object().unwrap().keys() {
+                if !["get", "post", "put", "delete"].contains(&method.as_str()) {
+                    continue;
+                }
+                operations += 1;
+                let (status, _, body) = send(
+                    app(state()),
+                    &method.to_uppercase(),
+                    &concrete,
+                    &[("content-type", "application/json")],
+                    "{}",
+                )
+                .await;
+                assert!(
+                    status != StatusCode::METHOD_NOT_ALLOWED
+                        && body["detail"] != "no such endpoint",
+                    "{method} {path} is documented but not routed: {status} {body}"
+                );
+            }
+        }
+        assert_eq!(operations, 20, "documented operations");
     }
 }

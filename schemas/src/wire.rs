@@ -301,6 +301,7 @@ pub struct ReserveStock {
     pub order_id: String,
     pub line_no: i32,
     pub quantity: i32,
+    pub channel: Option<String>,
 }
 
 /// Compensation: let go of everything held (not sold) for the order on this SKU.

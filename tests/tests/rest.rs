@@ -243,8 +243,9 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
     let mut rng = sample::Rng::new(11);
     let customers = seed_customers(&app, &[&a, &b], &mut rng, 3);
     let p = app.publisher();
-    for c in sample::products(&mut rng, 4, 1_000, 1) {
-        p.inventory(&c).unwrap();
+    let products = sample::products(&mut rng, 4, 1_000, 1);
+    for c in &products {
+        p.inventory(c).unwrap();
     }
     let orders: Vec<String> = (0..40)
         .map(|i| {
@@ -294,6 +295,58 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
         "both instances host some orders ({hosted_by_b} of {})",
         orders.len()
     );
+    // Lists fan out to every instance and merge: either instance lists all 40.
+    for port in [a.port, b.port] {
+        let page: Value = http
+            .get(format!("http://127.0.0.1:{port}/api/v1/orders?limit=100"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(page["total"], 40, "{page}");
+        let mut listed: Vec<&str> = page["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap())
+            .collect();
+        listed.sort_unstable();
+        let mut placed: Vec<&str> = orders.iter().map(String::as_str).collect();
+        placed.sort_unstable();
+        assert_eq!(listed, placed, "orders listed by the instance at {port}");
+    }
+    // Read-your-writes over HTTP: POST with `Prefer: wait` answers with the order itself,
+    // whichever instance hosts it.
+    let sku = products[0].sku.clone();
+    let place = |port: u16| {
+        let body = serde_json::json!({
+            "customer_id": customers[0], "currency": "USD",
+            "lines": [{"sku": sku, "quantity": 1, "unit_price": "10.00"}],
+            "shipping_address": {"street": "1 Main St", "city": "Springfield",
+                                 "postal_code": "12345", "country": "US"},
+        });
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/orders"))
+            .header("prefer", "wait=20")
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let applied = r
+            .headers()
+            .get("preference-applied")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, applied, r.json::<Value>().unwrap())
+    };
+    for _ in 0..4 {
+        let (status, applied, order) = place(a.port);
+        assert_eq!(
+            (status, applied.as_deref()),
+            (200, Some("wait=20")),
+            "{order}"
+        );
+        assert!(order["version"].as_i64().unwrap() >= 1, "{order}");
+    }
 
     // Restart b (same address): meanwhile every order stays readable from a. A client
     // honours Retry-After; the wait is bounded.
@@ -333,6 +386,13 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
     });
     let b_port = b.port;
     b.stop();
+    // Read-your-writes across the rebalance b's departure causes.
+    let (status, applied, order) = place(a.port);
+    assert_eq!(
+        (status, applied.as_deref()),
+        (200, Some("wait=20")),
+        "{order}"
+    );
     let b = Instance::spawn_at(&app, "b", &dir("b"), &[], b_port);
     b.wait_ready();
     let (finals, longest) = reader.join().unwrap();

@@ -26,11 +26,13 @@ pub enum InventoryCommand {
         counted: u32,
         reason: String,
     },
-    /// Saga step: hold `quantity` for one order line.
+    /// Saga step: hold `quantity` for one order line. With a `channel`, a hold taken
+    /// outside the saga (the gRPC service): the order saga hears nothing of it.
     ReserveStock {
         order_id: OrderId,
         line_no: u32,
         quantity: Quantity,
+        channel: Option<String>,
     },
     /// Compensation: release everything held (not yet committed) for `order_id`.
     ReleaseStock { order_id: OrderId, reason: String },

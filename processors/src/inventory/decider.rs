@@ -29,6 +29,9 @@ pub struct Hold {
     pub lines: BTreeMap<u32, BTreeMap<String, u32>>,
     /// Record time of the first reservation of the order; expiry counts from here.
     pub reserved_at: i64,
+    /// Who holds it outside the order saga (None: the saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl Hold {
@@ -196,6 +199,7 @@ pub fn decide(
                 order_id,
                 line_no,
                 quantity,
+                ..
             },
         ) => Ok(vec![E::Rejected {
             order_id: *order_id,
@@ -278,6 +282,7 @@ pub fn decide(
                 order_id,
                 line_no,
                 quantity,
+                channel,
             },
         ) => {
             let already = p
@@ -306,6 +311,7 @@ pub fn decide(
                 allocation,
                 available: left,
                 at: now,
+                channel: channel.clone(),
             }];
             events.extend(warnings(p, available, left));
             Ok(events)
@@ -445,6 +451,7 @@ pub fn evolve(sku: &Sku, state: Option<Product>, event: &InventoryEvent) -> Opti
                     line_no,
                     allocation,
                     at,
+                    channel,
                     ..
                 } => {
                     for (w, q) in allocation {
@@ -455,6 +462,7 @@ pub fn evolve(sku: &Sku, state: Option<Product>, event: &InventoryEvent) -> Opti
                         .or_insert_with(|| Hold {
                             lines: BTreeMap::new(),
                             reserved_at: *at,
+                            channel: channel.clone(),
                         })
                         .lines
                         .insert(*line_no, allocation.clone());
@@ -515,6 +523,7 @@ mod tests {
             order_id: order(o),
             line_no,
             quantity: Quantity::new(q).unwrap(),
+            channel: None,
         }
     }
     fn run(history: &[InventoryCommand]) -> Option<Product> {
@@ -551,6 +560,7 @@ mod tests {
                     quantity: 6,
                     allocation: BTreeMap::from([("main".to_string(), 6)]),
                     available: 4,
+                    channel: None,
                     at: 1_000,
                 },
                 InventoryEvent::LowStock {

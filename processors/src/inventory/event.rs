@@ -38,6 +38,8 @@ pub enum InventoryEvent {
         allocation: BTreeMap<String, u32>,
         available: u32,
         at: i64,
+        /// Set for holds taken outside the order saga.
+        channel: Option<String>,
     },
     /// The reservation was refused; nothing changed. Sent back to the order.
     Rejected {

@@ -188,7 +188,19 @@ impl InventoryProcessor {
         cmd: &wire::InventoryCommand,
         correlation: &str,
     ) -> Result<(), ProcessError> {
+        // Holds of a channel (the gRPC service) are not the saga's: no order replies.
+        let channel_request = cmd
+            .reserve_stock
+            .as_ref()
+            .is_some_and(|r| r.channel.is_some());
         for (i, event) in events.iter().enumerate() {
+            let reply_to = event.reply_to().filter(|order_id| {
+                !channel_request
+                    && state
+                        .as_ref()
+                        .and_then(|p| p.holds.get(&order_id.to_string()))
+                        .is_none_or(|h| h.channel.is_none())
+            });
             state = evolve(sku, state, event);
             let version = state.as_ref().map_or(0, |p| p.version);
             let event_id = derived_id(&cmd.command_id, "inventory-event", i).to_string();
@@ -205,7 +217,7 @@ impl InventoryProcessor {
                 cmd.issued_at,
                 headers.clone(),
             ));
-            if let Some(order_id) = event.reply_to() {
+            if let Some(order_id) = reply_to {
                 let topic = self.topics.order_replies();
                 let value = adapter::encode(&self.serde, &topic, SchemaKind::InventoryEvent, &out)?;
                 ctx.forward(adapter::output(
@@ -310,6 +322,7 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
             order_id: order(&r.order_id)?,
             line_no: non_negative("line number", r.line_no)?,
             quantity: Quantity::new(i64::from(r.quantity)).map_err(err)?,
+            channel: r.channel.clone(),
         });
     }
     if let Some(r) = &cmd.release_stock {

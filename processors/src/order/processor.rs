@@ -449,6 +449,7 @@ impl OrderProcessor {
                     order_id: order_id.clone(),
                     line_no: line_no as i32,
                     quantity: quantity as i32,
+                    channel: None,
                 });
                 self.inventory_command(sku, c)?
             }
