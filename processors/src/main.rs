@@ -116,9 +116,12 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(addr).await?;
                 tracing::info!(%addr, "baseline HTTP handler listening");
-                axum::serve(listener, erp_query_api::bench::baseline_app(body.into()))
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await?;
+                erp_query_api::serve(
+                    listener,
+                    erp_query_api::bench::baseline_app(body.into()),
+                    Box::pin(shutdown_signal()),
+                )
+                .await?;
                 anyhow::Ok(())
             })
         }
@@ -249,16 +252,13 @@ fn serve(
                     .with_context(|| format!("binding the gRPC service to {addr}"))?;
                 tracing::info!(addr = %listener.local_addr()?, "gRPC inventory service listening");
                 let mut stopped = grpc_stopped.clone();
-                Some(tokio::spawn(
-                    tonic::transport::Server::builder()
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(
-                            tonic::transport::server::TcpIncoming::from(listener),
-                            async move {
-                                let _ = stopped.wait_for(|s| *s).await;
-                            },
-                        ),
-                ))
+                Some(tokio::spawn(erp_query_api::grpc::serve(
+                    listener,
+                    service,
+                    Box::pin(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }),
+                )))
             }
         };
         // A stream thread that dies (fenced, broken state) takes the process down:
@@ -271,16 +271,16 @@ fn serve(
             tracing::error!("a stream thread stopped; shutting down");
         };
         // Graceful: in-flight requests finish, then the engines commit and stop.
-        axum::serve(
+        erp_query_api::serve(
             listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router,
+            Box::pin(async move {
+                tokio::select! {
+                    _ = shutdown_signal() => tracing::info!("shutdown requested"),
+                    _ = watcher => {},
+                }
+            }),
         )
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown_signal() => tracing::info!("shutdown requested"),
-                _ = watcher => {},
-            }
-        })
         .await
         .context("query API server")?;
         let _ = grpc_stop.send(true);

@@ -119,6 +119,23 @@ impl KeyLocator for GroupLocator {
         }
     }
 
+    fn local_partition(&self, store: &str, key: &str) -> Option<i32> {
+        // Keyed stores only (the global customer table has no owner); no allocation:
+        // this runs on every lookup.
+        if !matches!(
+            store,
+            stores::ORDERS
+                | stores::PRODUCTS
+                | stores::PAYMENTS
+                | stores::SHIPMENTS
+                | stores::CUSTOMERS
+        ) {
+            return None;
+        }
+        let partition = partition_for(key.as_bytes(), self.partitions);
+        self.registry.hosts(store, partition).then_some(partition)
+    }
+
     fn peers(&self, store: &str) -> Vec<String> {
         let Some((group, _)) = self.source_of(store) else {
             return Vec::new();

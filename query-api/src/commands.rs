@@ -426,7 +426,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     )
 )]
 pub async fn place_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     ApiJson(req): ApiJson<PlaceOrderRequest>,
@@ -544,7 +544,7 @@ async fn order_command(
     )
 )]
 pub async fn update_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -587,7 +587,7 @@ pub async fn update_order(
     )
 )]
 pub async fn cancel_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -635,7 +635,7 @@ pub async fn cancel_order(
     )
 )]
 pub async fn confirm_order(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -671,7 +671,7 @@ pub async fn confirm_order(
     )
 )]
 pub async fn register_customer(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterCustomerRequest>,
@@ -728,7 +728,7 @@ pub async fn register_customer(
     )
 )]
 pub async fn restock(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(sku): Path<String>,
@@ -819,7 +819,7 @@ async fn shipment_command(
     )
 )]
 pub async fn dispatch_shipment(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -851,7 +851,7 @@ pub async fn dispatch_shipment(
     )
 )]
 pub async fn deliver_shipment(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     correlation: CorrelationId,
     headers: HeaderMap,
     Path(id): Path<String>,

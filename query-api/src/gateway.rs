@@ -164,13 +164,10 @@ fn unauthorized(detail: String) -> Response {
 }
 
 pub(crate) async fn authenticate(
-    State(gateway): State<Gateway>,
+    State(auth): State<Arc<JwtAuth>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(auth) = gateway.auth.as_ref() else {
-        return next.run(req).await;
-    };
     if open_path(req.uri().path()) || req.method() == Method::OPTIONS {
         return next.run(req).await;
     }
@@ -253,13 +250,10 @@ impl RateLimiter {
 }
 
 pub(crate) async fn limit_rate(
-    State(gateway): State<Gateway>,
+    State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(limiter) = gateway.limiter.as_ref() else {
-        return next.run(req).await;
-    };
     if open_path(req.uri().path()) {
         return next.run(req).await;
     }

@@ -238,6 +238,22 @@ impl InventoryGrpc {
     }
 }
 
+/// Serves the gRPC inventory service on `listener` until `shutdown` resolves (compiled
+/// here, with this crate's optimisation level, like [`crate::serve`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: InventoryServiceServer<InventoryGrpc>,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}
+
 fn check_sku(sku: &str) -> Result<(), Status> {
     if !crate::is_sku(sku) {
         return Err(Status::invalid_argument(format!(

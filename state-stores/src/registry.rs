@@ -53,6 +53,33 @@ impl StoreRegistry {
             .collect()
     }
 
+    /// Whether partition `partition` of `store` is hosted here.
+    pub fn hosts(&self, store: &str, partition: i32) -> bool {
+        self.stores
+            .read()
+            .expect("poisoned")
+            .contains_key(&(store.to_string(), partition))
+    }
+
+    /// Looks `key` up in one partition of `store` (None when it is not hosted here).
+    pub fn get_in(
+        &self,
+        store: &str,
+        partition: i32,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let backend = self
+            .stores
+            .read()
+            .expect("poisoned")
+            .get(&(store.to_string(), partition))
+            .cloned();
+        match backend {
+            Some(b) => b.get(key),
+            None => Ok(None),
+        }
+    }
+
     /// Looks `key` up in every local partition of `store` (a key lives in exactly one).
     pub fn get(&self, store: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         for backend in self.backends(store) {

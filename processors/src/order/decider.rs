@@ -117,6 +117,8 @@ pub struct HistoryCause {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
+    /// First, so the query API reads it (the ETag) off the stored JSON's prefix.
+    pub version: i64,
     pub id: OrderId,
     pub customer_id: CustomerId,
     pub customer_tier: CustomerTier,
@@ -145,7 +147,6 @@ pub struct Order {
     /// later event and command of the order carries it, whoever caused them.
     #[serde(default)]
     pub correlation_id: Option<String>,
-    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
