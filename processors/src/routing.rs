@@ -64,12 +64,13 @@ impl GroupLocator {
         Some((t.application_id(ctx), topic))
     }
 
-    fn members(&self, group: &str) -> Members {
+    /// The group's members (cached 500 ms); `None` when the broker did not answer.
+    fn members(&self, group: &str) -> Option<Members> {
         let mut cache = self.cache.lock().expect("poisoned");
         if let Some((at, members)) = cache.get(group)
             && at.elapsed() < Duration::from_millis(500)
         {
-            return members.clone();
+            return Some(members.clone());
         }
         let members: Members = match self
             .consumer
@@ -89,11 +90,11 @@ impl GroupLocator {
                 .collect(),
             Err(e) => {
                 tracing::debug!(%group, error = %e, "group lookup failed");
-                Vec::new()
+                return None;
             }
         };
         cache.insert(group.to_string(), (Instant::now(), members.clone()));
-        members
+        Some(members)
     }
 }
 
@@ -108,6 +109,7 @@ impl KeyLocator for GroupLocator {
         }
         let owner = self
             .members(&group)
+            .unwrap_or_default()
             .into_iter()
             .find(|(_, assigned)| assigned.iter().any(|(t, p)| *t == topic && *p == partition))
             .and_then(|(addr, _)| addr);
@@ -136,12 +138,15 @@ impl KeyLocator for GroupLocator {
         self.registry.hosts(store, partition).then_some(partition)
     }
 
-    fn peers(&self, store: &str) -> Vec<String> {
+    fn peers(&self, store: &str) -> Result<Vec<String>, String> {
         let Some((group, _)) = self.source_of(store) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let mut peers: Vec<String> = self
             .members(&group)
+            .ok_or_else(|| {
+                format!("the members of group {group} are unknown (broker unreachable)")
+            })?
             .into_iter()
             .filter_map(|(addr, _)| addr)
             .filter(|addr| *addr != self.self_addr)
@@ -149,7 +154,7 @@ impl KeyLocator for GroupLocator {
             .collect();
         peers.sort_unstable();
         peers.dedup();
-        peers
+        Ok(peers)
     }
 }
 

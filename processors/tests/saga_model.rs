@@ -107,6 +107,7 @@ impl World {
                 InventoryCommand::ReleaseStock {
                     order_id: oid(o),
                     reason,
+                    channel: None,
                 },
             ),
             SagaCommand::CommitReservation { sku } => inv(

@@ -124,7 +124,30 @@ async fn wait_for_state(
                 "/api/v1/orders/{order_id}?wait_for={command_id}&timeout_ms={}",
                 timeout.as_millis()
             );
-            crate::read_order(state, order_id, Some(command_id), timeout, &path, headers).await
+            let r =
+                crate::read_order(state, order_id, Some(command_id), timeout, &path, headers).await;
+            if r.status() != StatusCode::OK {
+                return None;
+            }
+            // Applied — or refused: a refusal is the answer, not the new state.
+            let (parts, body) = r.into_parts();
+            let bytes = axum::body::to_bytes(body, 16 << 20).await.ok()?;
+            let order: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            let refusal = order["history"].as_array().and_then(|h| {
+                h.iter().find(|e| {
+                    e["cause"]["id"] == command_id.as_str() && e["event"] == "CommandRejected"
+                })
+            });
+            if let Some(entry) = refusal {
+                return Some(problem(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "command {command_id} was refused: {}",
+                        entry["detail"].as_str().unwrap_or("no reason given")
+                    ),
+                ));
+            }
+            Response::from_parts(parts, axum::body::Body::from(bytes))
         }
         Wait::Customer(id) => {
             crate::read_until_found(
@@ -415,6 +438,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     responses(
         (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
         (status = 200, description = "Prefer: wait=N and the order was placed in time", body = crate::openapi::Aggregate),
+        (status = 409, description = "Prefer: wait=N and the order processor refused the command (reason in detail)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
@@ -533,6 +557,7 @@ async fn order_command(
     responses(
         (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
         (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 409, description = "Prefer: wait=N and the order processor refused the command (reason in detail)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
@@ -576,6 +601,7 @@ pub async fn update_order(
     responses(
         (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
         (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 409, description = "Prefer: wait=N and the order processor refused the command (reason in detail)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
@@ -626,6 +652,7 @@ pub async fn cancel_order(
     responses(
         (status = 202, description = "Published; Location says where to look", body = crate::openapi::Accepted),
         (status = 200, description = "Prefer: wait=N and the command was applied in time", body = crate::openapi::Aggregate),
+        (status = 409, description = "Prefer: wait=N and the order processor refused the command (reason in detail)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 400, description = "Malformed id, query or header", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid bearer token (when auth is on)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the erp:write scope", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),

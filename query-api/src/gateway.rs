@@ -94,8 +94,8 @@ impl JwtAuth {
         self
     }
 
-    /// Whether `token` may read (or, with `writes`, send commands).
-    pub fn check(&self, token: &str, writes: bool) -> Result<(), Denied> {
+    /// Whether `token` may read (or, with `writes`, send commands); its subject.
+    pub fn check(&self, token: &str, writes: bool) -> Result<Option<String>, Denied> {
         let claims = self
             .verify(token)
             .map_err(|e| Denied::Unauthenticated(format!("invalid token: {e}")))?;
@@ -104,7 +104,7 @@ impl JwtAuth {
                 "commands need the {WRITE_SCOPE} scope"
             )));
         }
-        Ok(())
+        Ok(claims.sub)
     }
 
     fn verify(&self, token: &str) -> Result<Claims, String> {

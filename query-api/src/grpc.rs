@@ -55,7 +55,8 @@ pub struct Outcomes {
 
 #[derive(Default)]
 struct OutcomesInner {
-    waiting: HashMap<String, tokio::sync::oneshot::Sender<StockAnswer>>,
+    /// Every caller waiting for a command (concurrent retries wait together).
+    waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<StockAnswer>>>,
     /// Recent answers, so a retry (same key, already applied) is answered at once.
     recent: HashMap<String, StockAnswer>,
     order: VecDeque<String>,
@@ -72,25 +73,30 @@ impl Outcomes {
             Some(answer) => {
                 let _ = tx.send(answer.clone());
             }
-            None => {
-                inner.waiting.insert(command_id.to_string(), tx);
-            }
+            None => inner
+                .waiting
+                .entry(command_id.to_string())
+                .or_default()
+                .push(tx),
         }
         rx
     }
 
+    /// Drops the registrations of callers that gave up (their receivers are gone).
     pub fn forget(&self, command_id: &str) {
-        self.inner
-            .lock()
-            .expect("outcomes poisoned")
-            .waiting
-            .remove(command_id);
+        let mut inner = self.inner.lock().expect("outcomes poisoned");
+        if let Some(waiting) = inner.waiting.get_mut(command_id) {
+            waiting.retain(|tx| !tx.is_closed());
+            if waiting.is_empty() {
+                inner.waiting.remove(command_id);
+            }
+        }
     }
 
     /// An answer read from the log.
     pub fn answered(&self, command_id: &str, answer: StockAnswer) {
         let mut inner = self.inner.lock().expect("outcomes poisoned");
-        if let Some(tx) = inner.waiting.remove(command_id) {
+        for tx in inner.waiting.remove(command_id).unwrap_or_default() {
             let _ = tx.send(answer.clone());
         }
         if inner
@@ -150,8 +156,8 @@ impl InventoryGrpc {
     }
 
     /// The same bearer-token rules as the REST API; returns the headers a forwarded
-    /// lookup needs.
-    fn authorize<T>(&self, req: &Request<T>, writes: bool) -> Result<HeaderMap, Status> {
+    /// lookup needs and the caller (token subject; empty without auth).
+    fn authorize<T>(&self, req: &Request<T>, writes: bool) -> Result<(HeaderMap, String), Status> {
         let mut headers = HeaderMap::new();
         let token = req
             .metadata()
@@ -164,14 +170,14 @@ impl InventoryGrpc {
             headers.insert(axum::http::header::AUTHORIZATION, v);
         }
         let Some(auth) = self.state.gateway.auth.as_ref() else {
-            return Ok(headers);
+            return Ok((headers, String::new()));
         };
         let token = token
             .as_deref()
             .and_then(|t| t.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
         match auth.check(token, writes) {
-            Ok(()) => Ok(headers),
+            Ok(subject) => Ok((headers, subject.unwrap_or_default())),
             Err(gateway::Denied::Unauthenticated(e)) => Err(Status::unauthenticated(e)),
             Err(gateway::Denied::Forbidden(e)) => Err(Status::permission_denied(e)),
         }
@@ -318,7 +324,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<CheckStockRequest>,
     ) -> Result<Response<CheckStockResponse>, Status> {
-        let headers = self.authorize(&request, false)?;
+        let (headers, _) = self.authorize(&request, false)?;
         let skus = request.into_inner().skus;
         if skus.is_empty() || skus.len() > 100 {
             return Err(Status::invalid_argument("ask for 1-100 SKUs"));
@@ -352,7 +358,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<ReserveStockRequest>,
     ) -> Result<Response<StockOutcome>, Status> {
-        let headers = self.authorize(&request, true)?;
+        let (headers, caller) = self.authorize(&request, true)?;
         let r = request.into_inner();
         check_sku(&r.sku)?;
         let key = key_of(&r.idempotency_key)?;
@@ -361,8 +367,11 @@ impl InventoryService for InventoryGrpc {
                 "quantity must be greater than zero",
             ));
         }
-        let reservation_id = derived("reservation", &key);
-        let command_id = derived("reserve", &key);
+        // A key names one request of one caller on one SKU (a retry repeats the
+        // quantity; another quantity under the same key is another command).
+        let scope = format!("{caller}/{}/{key}", r.sku);
+        let reservation_id = derived("reservation", &scope);
+        let command_id = derived("reserve", &format!("{scope}/{}", r.quantity));
         let mut cmd = wire::InventoryCommand::empty(command_id.clone(), r.sku.clone(), now_ms());
         cmd.reserve_stock = Some(wire::ReserveStock {
             order_id: reservation_id.clone(),
@@ -411,14 +420,17 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<ReleaseStockRequest>,
     ) -> Result<Response<StockOutcome>, Status> {
-        let headers = self.authorize(&request, true)?;
+        let (headers, caller) = self.authorize(&request, true)?;
         let r = request.into_inner();
         check_sku(&r.sku)?;
         let key = key_of(&r.idempotency_key)?;
         if uuid::Uuid::parse_str(&r.reservation_id).is_err() {
             return Err(Status::invalid_argument("reservation_id must be a UUID"));
         }
-        let command_id = derived("release", &key);
+        let command_id = derived(
+            "release",
+            &format!("{caller}/{}/{}/{key}", r.sku, r.reservation_id),
+        );
         let mut cmd = wire::InventoryCommand::empty(command_id.clone(), r.sku.clone(), now_ms());
         cmd.release_stock = Some(wire::ReleaseStock {
             order_id: r.reservation_id.clone(),
@@ -427,6 +439,9 @@ impl InventoryService for InventoryGrpc {
             } else {
                 r.reason.clone()
             },
+            // Only a gRPC hold is released here: inventory refuses a channel's release
+            // of a saga hold (or of nothing) with a rejection.
+            channel: Some(CHANNEL.into()),
         });
         let mut outcome = StockOutcome {
             reservation_id: r.reservation_id.clone(),
@@ -445,7 +460,8 @@ impl InventoryService for InventoryGrpc {
             Some(StockAnswer::Reserved { .. }) => {
                 return Err(Status::internal("a release was answered by a reservation"));
             }
-            // Nothing was held (already released or expired): no event, nothing held now.
+            // No answer seen: a retry of a release applied before (duplicates are not
+            // answered again) or a slow processor; the store tells which.
             None => match self.product(&r.sku, &headers).await? {
                 Some(p) if held(&p, &r.reservation_id).is_some() => {
                     return Err(Status::deadline_exceeded(

@@ -78,8 +78,8 @@ pub trait KeyLocator: Send + Sync + 'static {
 
     /// The other instances hosting partitions of `store` (base URLs), for lists that
     /// fan out and merge.
-    fn peers(&self, _store: &str) -> Vec<String> {
-        Vec::new()
+    fn peers(&self, _store: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
 }
 
@@ -162,17 +162,22 @@ async fn forward(url: &str, headers: &axum::http::HeaderMap) -> Result<Response,
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    // The owner's answer as it gave it: type, ETag (for If-Match), Retry-After.
+    let relayed: Vec<(header::HeaderName, HeaderValue)> =
+        [header::ETAG, header::RETRY_AFTER, header::WWW_AUTHENTICATE]
+            .into_iter()
+            .filter_map(|name| {
+                let v = resp.headers().get(name.as_str())?;
+                Some((name, HeaderValue::from_bytes(v.as_bytes()).ok()?))
+            })
+            .collect();
     let body = resp.bytes().await?;
     let mut out = (status, body).into_response();
     if let Some(ct) = content_type {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    if let Some(ra) = retry_after {
-        out.headers_mut().insert(header::RETRY_AFTER, ra);
+    for (name, value) in relayed {
+        out.headers_mut().insert(name, value);
     }
     Ok(out)
 }
@@ -755,7 +760,7 @@ async fn list_orders(
     });
     let before = orders.len();
     orders.dedup_by(|a, b| a["id"] == b["id"]);
-    total -= before - orders.len();
+    total = total.saturating_sub(before - orders.len());
     orders.sort_by(|a, b| {
         (b["created_at"].as_i64(), b["id"].as_str())
             .cmp(&(a["created_at"].as_i64(), a["id"].as_str()))
@@ -779,7 +784,20 @@ async fn fan_out(
     };
     let peers = tokio::task::spawn_blocking(move || locator.peers(store))
         .await
-        .unwrap_or_default();
+        .map_err(|e| e.to_string())
+        .and_then(|p| p);
+    let peers = match peers {
+        Ok(p) => p,
+        Err(e) => {
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot tell which instances to ask ({e}); the list would be incomplete"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(r);
+        }
+    };
     let mut pages = Vec::with_capacity(peers.len());
     for base in peers {
         let mut req = client()
@@ -1977,10 +1995,16 @@ mod tests {
     impl CommandBus for ApplyingBus {
         fn send(&self, command: Command) -> Result<(), String> {
             if let Command::Order(c) = command
-                && c.place_order.is_some()
+                && (c.place_order.is_some() || c.confirm_order.is_some())
             {
+                // A confirm is refused (as the processor records a refusal).
+                let entry = match c.confirm_order {
+                    None => json!({"cause": {"id": c.command_id}, "event": "OrderCreated"}),
+                    Some(_) => json!({"cause": {"id": c.command_id}, "event": "CommandRejected",
+                                      "detail": "order is not waiting for a confirmation"}),
+                };
                 let order = json!({"id": c.order_id, "status": "Pending", "version": 1,
-                    "history": [{"cause": {"id": c.command_id}}]});
+                    "history": [entry]});
                 self.0
                     .write_batch(
                         &[(
@@ -2031,7 +2055,7 @@ mod tests {
         // A command whose effect never shows (no order to cancel here): 202 after the wait.
         let started = std::time::Instant::now();
         let (status, h, _) = send(
-            app(s),
+            app(s.clone()),
             "DELETE",
             &format!("/api/v1/orders/{ORDER}"),
             &[("prefer", "wait=1")],
@@ -2041,6 +2065,22 @@ mod tests {
         assert_eq!(status, StatusCode::ACCEPTED);
         assert!(!h.contains_key("preference-applied"));
         assert!(started.elapsed() >= Duration::from_secs(1));
+        // A refused command is a 409 with the reason, not the unchanged order.
+        let (status, _, problem) = send(
+            app(s),
+            "POST",
+            &format!("/api/v1/orders/{}/confirm", order["id"].as_str().unwrap()),
+            &[("prefer", "wait=2")],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not waiting for a confirmation")
+        );
     }
 
     #[tokio::test]

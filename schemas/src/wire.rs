@@ -309,6 +309,7 @@ pub struct ReserveStock {
 pub struct ReleaseStock {
     pub order_id: String,
     pub reason: String,
+    pub channel: Option<String>,
 }
 
 /// Stock-taking: the counted quantity replaces the book figure of one warehouse.

@@ -162,6 +162,23 @@ fn stock_is_checked_reserved_and_released_over_grpc_once_per_key() {
             .remove(0);
         assert_eq!((level.reserved, level.available), (0, stock));
 
+        // Only a gRPC hold can be released here: another id (an order's, or nothing) is
+        // refused with the reason, promptly.
+        let stranger = ReleaseStockRequest {
+            sku: sku.clone(),
+            reservation_id: uuid::Uuid::new_v4().to_string(),
+            reason: String::new(),
+            idempotency_key: "r2".into(),
+            timeout_ms: 10_000,
+        };
+        let refused = client
+            .release_stock(with_token(stranger, &writer))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(refused.outcome(), Outcome::Rejected, "{refused:?}");
+        assert!(refused.reason.contains("no hold"), "{refused:?}");
+
         let bad = client
             .reserve_stock(with_token(reserve(0, "k3"), &writer))
             .await

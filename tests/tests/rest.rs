@@ -317,29 +317,9 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
     }
     // Read-your-writes over HTTP: POST with `Prefer: wait` answers with the order itself,
     // whichever instance hosts it.
-    let sku = products[0].sku.clone();
-    let place = |port: u16| {
-        let body = serde_json::json!({
-            "customer_id": customers[0], "currency": "USD",
-            "lines": [{"sku": sku, "quantity": 1, "unit_price": "10.00"}],
-            "shipping_address": {"street": "1 Main St", "city": "Springfield",
-                                 "postal_code": "12345", "country": "US"},
-        });
-        let r = http
-            .post(format!("http://127.0.0.1:{port}/api/v1/orders"))
-            .header("prefer", "wait=20")
-            .json(&body)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        let applied = r
-            .headers()
-            .get("preference-applied")
-            .map(|v| v.to_str().unwrap().to_string());
-        (status, applied, r.json::<Value>().unwrap())
-    };
+    let (customer, sku) = (customers[0].clone(), products[0].sku.clone());
     for _ in 0..4 {
-        let (status, applied, order) = place(a.port);
+        let (status, applied, order) = place_waiting(a.port, &customer, &sku);
         assert_eq!(
             (status, applied.as_deref()),
             (200, Some("wait=20")),
@@ -386,16 +366,18 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
     });
     let b_port = b.port;
     b.stop();
-    // Read-your-writes across the rebalance b's departure causes.
-    let (status, applied, order) = place(a.port);
+    // Read-your-writes across b's restart: an order placed meanwhile (its partition may
+    // be b's, unowned until b is back) is answered once applied.
+    let placing = std::thread::spawn(move || place_waiting(a_port, &customer, &sku));
+    let b = Instance::spawn_at(&app, "b", &dir("b"), &[], b_port);
+    b.wait_ready();
+    let (finals, longest) = reader.join().unwrap();
+    let (status, applied, order) = placing.join().unwrap();
     assert_eq!(
         (status, applied.as_deref()),
         (200, Some("wait=20")),
         "{order}"
     );
-    let b = Instance::spawn_at(&app, "b", &dir("b"), &[], b_port);
-    b.wait_ready();
-    let (finals, longest) = reader.join().unwrap();
     eprintln!(
         "lookups on a during b's restart: final statuses {finals:?}, longest wait {longest:?}"
     );
@@ -414,4 +396,29 @@ fn every_order_is_readable_from_either_instance_even_while_one_restarts() {
     }
     a.stop();
     b.stop();
+}
+
+/// POST /api/v1/orders with `Prefer: wait=20`: (status, Preference-Applied, body).
+fn place_waiting(port: u16, customer: &str, sku: &str) -> (u16, Option<String>, Value) {
+    let body = serde_json::json!({
+        "customer_id": customer, "currency": "USD",
+        "lines": [{"sku": sku, "quantity": 1, "unit_price": "10.00"}],
+        "shipping_address": {"street": "1 Main St", "city": "Springfield",
+                             "postal_code": "12345", "country": "US"},
+    });
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{port}/api/v1/orders"))
+        .header("prefer", "wait=20")
+        .json(&body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let applied = r
+        .headers()
+        .get("preference-applied")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, applied, r.json::<Value>().unwrap())
 }

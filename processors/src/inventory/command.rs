@@ -35,7 +35,13 @@ pub enum InventoryCommand {
         channel: Option<String>,
     },
     /// Compensation: release everything held (not yet committed) for `order_id`.
-    ReleaseStock { order_id: OrderId, reason: String },
+    /// With a `channel`: only that channel's hold is released (a saga hold is not its
+    /// to release), and a missing hold is refused rather than ignored.
+    ReleaseStock {
+        order_id: OrderId,
+        reason: String,
+        channel: Option<String>,
+    },
     /// Saga step after payment capture: the held stock leaves the books (it is sold).
     CommitReservation { order_id: OrderId },
     /// Compensation after a commit: sold stock of a cancelled order comes back.

@@ -124,6 +124,8 @@ pub enum Rejection {
     },
     #[error("warehouse name must not be empty")]
     NoWarehouse,
+    #[error("no hold {0} of this channel on this SKU")]
+    NoSuchHold(OrderId),
 }
 
 const MAX_STOCK: u32 = i32::MAX as u32;
@@ -213,6 +215,12 @@ pub fn decide(
             reason: format!("unknown SKU {sku}"),
         }]),
         // Nothing can be held on an unknown SKU: nothing to release or expire.
+        (
+            None,
+            C::ReleaseStock {
+                channel: Some(_), ..
+            },
+        ) => Err(Rejection::UnknownSku(sku.clone())),
         (None, C::ReleaseStock { .. } | C::ExpireReservation { .. }) => Ok(vec![]),
         (None, _) => Err(Rejection::UnknownSku(sku.clone())),
         (
@@ -316,9 +324,21 @@ pub fn decide(
             events.extend(warnings(p, available, left));
             Ok(events)
         }
-        (Some(p), C::ReleaseStock { order_id, reason }) => {
-            let Some(hold) = p.holds.get(&order_id.to_string()) else {
-                return Ok(vec![]);
+        (
+            Some(p),
+            C::ReleaseStock {
+                order_id,
+                reason,
+                channel,
+            },
+        ) => {
+            let hold = p.holds.get(&order_id.to_string());
+            // A channel releases only its own holds; the saga only the saga's.
+            let Some(hold) = hold.filter(|h| h.channel == *channel) else {
+                return match channel {
+                    Some(_) => Err(Rejection::NoSuchHold(*order_id)),
+                    None => Ok(vec![]),
+                };
             };
             Ok(vec![E::Released {
                 order_id: *order_id,
@@ -526,6 +546,43 @@ mod tests {
             channel: None,
         }
     }
+    #[test]
+    fn a_channel_releases_only_its_own_holds_and_the_saga_only_its_own() {
+        let p = run(&[
+            register(10, 0),
+            InventoryCommand::ReserveStock {
+                order_id: order(1),
+                line_no: 0,
+                quantity: Quantity::new(3).unwrap(),
+                channel: Some("grpc".into()),
+            },
+            reserve(2, 0, 2),
+        ]);
+        let release = |o: u8, channel: Option<&str>| InventoryCommand::ReleaseStock {
+            order_id: order(o),
+            reason: "x".into(),
+            channel: channel.map(str::to_string),
+        };
+        // The saga's release of the channel's hold does nothing…
+        assert_eq!(when(&p, &release(1, None)), vec![]);
+        // …the channel's release of a saga hold, or of nothing, is refused…
+        for o in [2, 9] {
+            assert_eq!(
+                decide(&sku(), p.as_ref(), &release(o, Some("grpc")), 1),
+                Err(Rejection::NoSuchHold(order(o)))
+            );
+        }
+        // …and each releases its own.
+        assert!(matches!(
+            when(&p, &release(1, Some("grpc")))[..],
+            [InventoryEvent::Released { quantity: 3, .. }]
+        ));
+        assert!(matches!(
+            when(&p, &release(2, None))[..],
+            [InventoryEvent::Released { quantity: 2, .. }]
+        ));
+    }
+
     fn run(history: &[InventoryCommand]) -> Option<Product> {
         let mut state = None;
         for (t, c) in history.iter().enumerate() {
@@ -640,6 +697,7 @@ mod tests {
         let release = InventoryCommand::ReleaseStock {
             order_id: order(1),
             reason: "cancel".into(),
+            channel: None,
         };
         let mut h = history.to_vec();
         h.push(release.clone());
@@ -754,7 +812,7 @@ mod tests {
                 let w = ["main", "east"][o as usize % 2];
                 let cmd = match kind {
                     0 | 1 => reserve(o, u32::from(q as u8 % 2), q),
-                    2 => InventoryCommand::ReleaseStock { order_id: order(o), reason: "x".into() },
+                    2 => InventoryCommand::ReleaseStock { order_id: order(o), reason: "x".into(), channel: None },
                     3 => restock(w, q),
                     4 => InventoryCommand::CommitReservation { order_id: order(o) },
                     5 => InventoryCommand::ExpireReservation { order_id: order(o), hold: None },

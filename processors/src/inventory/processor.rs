@@ -329,6 +329,7 @@ fn to_domain(cmd: &wire::InventoryCommand) -> Result<InventoryCommand, String> {
         return Ok(InventoryCommand::ReleaseStock {
             order_id: order(&r.order_id)?,
             reason: r.reason.clone(),
+            channel: r.channel.clone(),
         });
     }
     if let Some(r) = &cmd.adjust_stock {

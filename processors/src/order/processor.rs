@@ -458,6 +458,7 @@ impl OrderProcessor {
                 c.release_stock = Some(wire::ReleaseStock {
                     order_id: order_id.clone(),
                     reason,
+                    channel: None,
                 });
                 self.inventory_command(sku, c)?
             }
