@@ -9,36 +9,21 @@ ORDERS=${1:-5000}
 PRODUCTS=${2:-50}
 source "$(dirname "$0")/lib.sh" crash 18080
 export ERP_INSTANCE_ID=bench-1
-log=$(mktemp)
-pid=
-
-# Starts `erp run` in the background and sets $pid and $ready (seconds to /health/ready).
-start() {
-  if curl -s -o /dev/null "$URL/health/live"; then echo "$URL is already taken" >&2; exit 1; fi
-  local t0; t0=$(date +%s.%N)
-  "$ERP" run >>"$log" 2>&1 &
-  pid=$!
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" = 200 ]; do
-    kill -0 "$pid" 2>/dev/null || { echo "erp exited; log: $log" >&2; exit 1; }
-    sleep 0.05
-  done
-  ready=$(echo "$(date +%s.%N) - $t0" | bc)
-}
 metric() { curl -s "$URL/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" { s += $2 } END { printf "%d", s }'; }
 kill9() { kill -9 "$pid"; wait "$pid" 2>/dev/null || true; }
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$ERP_STATE_DIR"' EXIT
 
 echo "loading $ORDERS orders over $PRODUCTS products (prefix $ERP_TOPIC_PREFIX)" >&2
-start
+start_erp
 "$ERP" demo-load --orders "$ORDERS" --products "$PRODUCTS" --stock 1000 --query-url "$URL" 2>/dev/null | grep -E '^(completed|cancelled|all outcomes)' >&2
 kill9
 
-start; ours_ready=$ready
+start_erp; ours_ready=$ready
 ours_restored=$(metric erp_records_restored_total)
 kill9
 
 rm -rf "$ERP_STATE_DIR"   # what Kafka Streams does with EOS state after an unclean shutdown
-start; wipe_ready=$ready
+start_erp; wipe_ready=$ready
 wipe_restored=$(metric erp_records_restored_total)
 kill9
 

@@ -10,14 +10,8 @@
 ORDERS=${1:-10000}
 PRODUCTS=${2:-40}
 source "$(dirname "$0")/lib.sh" mixed 18081
-log=$(mktemp)
-"$ERP" run >"$log" 2>&1 &
-pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$ERP_STATE_DIR"' EXIT
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" = 200 ]; do
-  kill -0 "$pid" 2>/dev/null || { echo "erp exited; log: $log" >&2; tail -20 "$log" >&2; exit 1; }
-  sleep 0.1
-done
+start_erp
 echo "== mixed load: $ORDERS orders over $PRODUCTS products (topics $ERP_TOPIC_PREFIX*) =="
 # Enough stock that shortages come from the mix's sold-out SKU, not from the skew.
 "$ERP" demo-load --orders "$ORDERS" --products "$PRODUCTS" --customers 200 --stock 20000 \
@@ -27,4 +21,4 @@ echo
 echo "== invariants (erp check-saga, read_committed) =="
 t0=$(date +%s.%N)
 "$ERP" check-saga --timeout-secs 300
-echo "checked in $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)s; pipeline log: $log"
+echo "checked in $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5)s; pipeline log: $ERP_LOG"

@@ -21,15 +21,9 @@ if ((${#need[@]})); then
 fi
 BASE_ADDR=127.0.0.1:${BENCH_BASE_PORT:-18083}
 work=$(mktemp -d)
-log=$work/erp.log
-"$ERP" run >"$log" 2>&1 &
-pid=$!
 base_pid=
 trap 'kill -TERM $pid $base_pid 2>/dev/null; wait $pid $base_pid 2>/dev/null; rm -rf "$ERP_STATE_DIR" "$work"' EXIT
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/health/ready")" = 200 ]; do
-  kill -0 "$pid" 2>/dev/null || { echo "erp exited; log: $log" >&2; tail -20 "$log" >&2; exit 1; }
-  sleep 0.1
-done
+start_erp
 echo "== loading $ORDERS orders (topics $ERP_TOPIC_PREFIX*) =="
 "$ERP" demo-load --orders "$ORDERS" --products 20 --customers 50 --mix none \
   --query-url "$URL" 2>/dev/null | grep -E "completed|orders/s" || true
