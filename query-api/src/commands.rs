@@ -67,7 +67,7 @@ fn json_problem(rejection: JsonRejection) -> Response {
     problem(status, rejection.body_text())
 }
 
-const NAMESPACE: uuid::Uuid = uuid::Uuid::NAMESPACE_OID;
+pub(crate) const NAMESPACE: uuid::Uuid = uuid::Uuid::NAMESPACE_OID;
 
 /// (aggregate id, command id): fresh, or derived from the Idempotency-Key.
 fn ids(
@@ -164,7 +164,7 @@ async fn wait_for_state(
     (r.status() == StatusCode::OK).then_some(r)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

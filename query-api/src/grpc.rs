@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use erp_schemas::wire;
 
+use crate::commands::{NAMESPACE, now_ms};
 use crate::{AppState, Command, gateway, stores};
 
 pub mod proto {
@@ -279,16 +280,8 @@ fn key_of(key: &str) -> Result<String, Status> {
     Ok(key.to_string())
 }
 
-const NAMESPACE: uuid::Uuid = uuid::Uuid::NAMESPACE_OID;
-
 fn derived(what: &str, key: &str) -> String {
     uuid::Uuid::new_v5(&NAMESPACE, format!("grpc/{what}/{key}").as_bytes()).to_string()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn totals(product: &Value) -> (u32, u32) {

@@ -977,12 +977,32 @@ async fn get_product(
     }
 }
 
-async fn by_uuid(state: &AppState, store: &'static str, what: &str, id: &str) -> Response {
+/// A lookup by UUID key: 400 for a malformed id, forwarded to the key's owner, else
+/// read here.
+async fn by_uuid(
+    state: &AppState,
+    store: &'static str,
+    what: &str,
+    id: &str,
+    uri: &Uri,
+    headers: &axum::http::HeaderMap,
+) -> Response {
     if !is_uuid(id) {
         return problem(
             StatusCode::BAD_REQUEST,
             format!("{what} id {id:?} is not a UUID"),
         );
+    }
+    if let Some(r) = route(
+        state,
+        store,
+        &id.to_ascii_lowercase(),
+        path_of(uri),
+        headers,
+    )
+    .await
+    {
+        return r;
     }
     match lookup(state, store, id.to_ascii_lowercase()).await {
         Ok(Some(v)) => Json(v).into_response(),
@@ -1041,19 +1061,7 @@ async fn get_customer(
     uri: Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if is_uuid(&id)
-        && let Some(r) = route(
-            &state,
-            stores::CUSTOMERS,
-            &id.to_ascii_lowercase(),
-            path_of(&uri),
-            &headers,
-        )
-        .await
-    {
-        return r;
-    }
-    let response = by_uuid(&state, stores::CUSTOMERS, "customer", &id).await;
+    let response = by_uuid(&state, stores::CUSTOMERS, "customer", &id, &uri, &headers).await;
     if response.status() == StatusCode::NOT_FOUND {
         // Hosted by another instance, but maybe already in this instance's customer
         // table (what order pricing reads).
@@ -1127,19 +1135,15 @@ async fn get_payment(
     uri: Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if is_uuid(&id)
-        && let Some(r) = route(
-            &state,
-            stores::PAYMENTS,
-            &id.to_ascii_lowercase(),
-            path_of(&uri),
-            &headers,
-        )
-        .await
-    {
-        return r;
-    }
-    by_uuid(&state, stores::PAYMENTS, "payment of order", &id).await
+    by_uuid(
+        &state,
+        stores::PAYMENTS,
+        "payment of order",
+        &id,
+        &uri,
+        &headers,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -1165,19 +1169,15 @@ async fn get_shipment(
     uri: Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if is_uuid(&id)
-        && let Some(r) = route(
-            &state,
-            stores::SHIPMENTS,
-            &id.to_ascii_lowercase(),
-            path_of(&uri),
-            &headers,
-        )
-        .await
-    {
-        return r;
-    }
-    by_uuid(&state, stores::SHIPMENTS, "shipment of order", &id).await
+    by_uuid(
+        &state,
+        stores::SHIPMENTS,
+        "shipment of order",
+        &id,
+        &uri,
+        &headers,
+    )
+    .await
 }
 
 #[utoipa::path(
