@@ -223,5 +223,15 @@ case "${1:-up}" in
     ;;
   fetch)
     install_packages; fetch_kafka; fetch_apicurio ;;
-  *) die "usage: $0 up|down|status|reset|fetch" ;;
+  tool)
+    # Kafka's own command-line tools from the same jars, e.g.
+    #   scripts/stack.sh tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --help
+    shift
+    fetch_kafka >/dev/null
+    [ $# -ge 1 ] || die "usage: $0 tool <main class> [args…]"
+    logcfg=()
+    [ -f "$RUN/kafka/log4j2-tools.xml" ] && logcfg=(-Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml")
+    exec java -Xmx256m -cp "$KAFKA_LIBS/*" "${logcfg[@]}" "$@"
+    ;;
+  *) die "usage: $0 up|down|status|reset|fetch|tool <class> [args]" ;;
 esac

@@ -117,6 +117,9 @@ pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
             add(TopicSpec::new(name, partitions, 1).compacted());
         }
         add(TopicSpec::new(t.dlq_topic(), partitions, 1));
+        if t.journaled() {
+            add(TopicSpec::new(t.journal_topic(), partitions, 1));
+        }
     }
     specs
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod customer;
 pub mod engine;
 pub mod inventory;
+pub mod ops;
 pub mod order;
 pub mod payment;
 pub mod routing;

@@ -15,6 +15,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use erp_connectors::{CommandPublisher, sample};
 use erp_processors::app::{Context, Engines, SagaSettings, prepare};
 use erp_processors::config::Settings;
+use erp_processors::engine::Topology;
+use erp_processors::ops::{self, ResetKind};
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 
@@ -76,6 +78,52 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         query_url: String,
     },
+    /// Move an application's input offsets, keeping its state (like `kafka-consumer-groups
+    /// --reset-offsets`). Prints the plan; changes nothing without --execute.
+    Reset(ResetArgs),
+    /// Rebuild an application from its inputs (like Kafka's StreamsResetter plus
+    /// cleanUp): input offsets to the start, changelogs deleted, local state wiped; the
+    /// input journal is kept so reprocessing repeats the original order. With a
+    /// --to-datetime/--by-duration/--to-offset target, records before it rebuild state
+    /// silently and only later ones send outputs again. Prints the plan; changes nothing
+    /// without --execute.
+    Replay(ResetArgs),
+    /// Rebuild every store into a shadow directory — from the inputs (in journal order)
+    /// and from the changelogs — and compare them key by key with each other and with
+    /// the local state. Exit 1 on any difference. The application must be stopped.
+    Verify {
+        #[command(flatten)]
+        apps: AppArgs,
+        /// Where to rebuild (default: a fresh temporary directory, removed afterwards).
+        #[arg(long)]
+        shadow_dir: Option<PathBuf>,
+    },
+    /// Look into stores, consumer lag and checkpoints.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
+    /// Print a topic's records as JSON lines, Avro decoded with the writer's schema
+    /// (a kcat for this project's topics: commands, events, changelogs, journals, DLQs).
+    Tail {
+        topic: String,
+        /// Start at the beginning (default: the last 10 records of each partition).
+        #[arg(long, conflicts_with = "last")]
+        from_beginning: bool,
+        /// The last N records of each partition.
+        #[arg(long)]
+        last: Option<i64>,
+        /// Keep waiting for new records.
+        #[arg(short, long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// The replay benchmark's baseline: a raw read_committed consume (no decoding, no
+    /// processing) of every application's input topics, from the start to the end.
+    #[command(hide = true)]
+    BenchConsume,
     /// The query API benchmark's baseline: a bare axum handler answering
     /// `GET /api/v1/orders/{id}` with a fixed JSON body (bench/query_api.sh).
     #[command(hide = true)]
@@ -85,6 +133,113 @@ enum Command {
         /// The body to answer with (a real order, for the same bytes on the wire).
         #[arg(long)]
         body_file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct AppArgs {
+    /// The application (consumer group) id, e.g. erp-order; `erp inspect apps` lists them.
+    #[arg(long = "application-id", required_unless_present = "all")]
+    application_id: Option<String>,
+    /// Every application of the saga.
+    #[arg(long, conflicts_with = "application_id")]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+#[group(id = "target", multiple = false)]
+struct TargetArgs {
+    /// The first offset still in the log (the default).
+    #[arg(long)]
+    to_earliest: bool,
+    /// The end of the log.
+    #[arg(long)]
+    to_latest: bool,
+    /// The first record at or after this time (RFC 3339, e.g. 2026-11-27T10:00:00Z).
+    #[arg(long)]
+    to_datetime: Option<String>,
+    /// The first record younger than this (ISO 8601 like PT10M, or 90s, 10m, 2h, 1d).
+    #[arg(long)]
+    by_duration: Option<String>,
+    /// An offset for every partition (N), or per partition (topic:partition=offset,
+    /// repeatable; partitions not named keep their position).
+    #[arg(long)]
+    to_offset: Vec<String>,
+    /// Move every partition by N (negative: back).
+    #[arg(long, allow_hyphen_values = true)]
+    shift_by: Option<i64>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<erp_processors::ops::ResetTo> {
+        use erp_processors::ops::ResetTo;
+        Ok(if self.to_latest {
+            ResetTo::Latest
+        } else if let Some(t) = &self.to_datetime {
+            ResetTo::datetime(t)?
+        } else if let Some(d) = &self.by_duration {
+            ResetTo::duration(d)?
+        } else if let [single] = self.to_offset.as_slice()
+            && let Ok(n) = single.parse::<i64>()
+        {
+            ResetTo::Offset(n)
+        } else if !self.to_offset.is_empty() {
+            ResetTo::explicit(&self.to_offset)?
+        } else if let Some(n) = self.shift_by {
+            ResetTo::ShiftBy(n)
+        } else {
+            ResetTo::Earliest
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct ResetArgs {
+    #[command(flatten)]
+    apps: AppArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the plan only (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Carry the plan out.
+    #[arg(long)]
+    execute: bool,
+    /// Wait up to this long for the group to empty (a stopped instance stays a member
+    /// for the session timeout) before refusing.
+    #[arg(long, default_value_t = 0)]
+    wait_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum Inspect {
+    /// Every application: its inputs, stores, internal topics and group state.
+    Apps,
+    /// Local stores under the state directory: keys, size, checkpoint against the
+    /// changelog's end, and a digest of the content.
+    Stores {
+        #[arg(long = "application-id")]
+        application_id: Option<String>,
+    },
+    /// One key of a local store, from whichever local partition has it.
+    Get {
+        #[arg(long = "application-id")]
+        application_id: String,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Committed offsets, end offsets and lag per input partition (with --follow, a
+    /// progress bar until caught up: how a replay is followed).
+    Lag {
+        #[command(flatten)]
+        apps: AppArgs,
+        #[arg(short, long)]
+        follow: bool,
+        /// With --follow: give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
     },
 }
 
@@ -126,6 +281,65 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
+        Command::BenchConsume => {
+            let mut inputs: Vec<String> = Context::all_topologies(
+                &Context::ALL,
+                &topics,
+                serde,
+                SagaSettings::from(&settings),
+            )
+            .into_iter()
+            .flat_map(|t| t.source_topics)
+            .collect();
+            inputs.sort();
+            inputs.dedup();
+            let started = Instant::now();
+            let (records, bytes) = raw_consume(&settings.bootstrap_servers, &inputs)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "records={records} bytes={bytes} seconds={secs:.3} records_per_s={:.0}",
+                records as f64 / secs
+            );
+            Ok(())
+        }
+        Command::Reset(args) => reset(&settings, &topics, serde, args, ResetKind::Offsets),
+        Command::Replay(args) => reset(&settings, &topics, serde, args, ResetKind::Replay),
+        Command::Verify { apps, shadow_dir } => {
+            verify(&settings, &topics, serde, &apps, shadow_dir)
+        }
+        Command::Inspect { what } => inspect(&settings, &topics, serde, what),
+        Command::Tail {
+            topic,
+            from_beginning,
+            last,
+            follow,
+            max,
+        } => {
+            ops::check_broker(&settings.bootstrap_servers)?;
+            let from = if from_beginning {
+                ops::TailFrom::Beginning
+            } else {
+                ops::TailFrom::Last(last.unwrap_or(10))
+            };
+            let format = ops::value_format(&topic, &topics.data_topics());
+            let mut out = std::io::stdout().lock();
+            ops::tail(
+                &settings.bootstrap_servers,
+                &serde,
+                &topic,
+                ops::TailOptions {
+                    format,
+                    from,
+                    follow,
+                    max,
+                },
+                &mut |json| {
+                    use std::io::Write as _;
+                    writeln!(out, "{json}").is_ok()
+                },
+            )?;
+            Ok(())
+        }
         Command::Setup => {
             let rt = tokio::runtime::Runtime::new()?;
             let topologies = Context::all_topologies(
@@ -562,4 +776,411 @@ fn demo_load(
     println!("  curl {query_url}/health/ready");
     println!("  curl {query_url}/metrics");
     Ok(())
+}
+
+/// The topologies an operator command is about.
+fn selected(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    apps: &AppArgs,
+) -> anyhow::Result<Vec<Topology>> {
+    let all = Context::all_topologies(&Context::ALL, topics, serde, SagaSettings::from(settings));
+    if apps.all {
+        return Ok(all);
+    }
+    let want = apps.application_id.as_deref().unwrap_or_default();
+    let known: Vec<String> = all.iter().map(|t| t.application_id.clone()).collect();
+    match all.into_iter().find(|t| t.application_id == want) {
+        Some(t) => Ok(vec![t]),
+        None => bail!(
+            "unknown application id {want:?}; known: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+fn reset(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    args: ResetArgs,
+    kind: ResetKind,
+) -> anyhow::Result<()> {
+    let bootstrap = &settings.bootstrap_servers;
+    ops::check_broker(bootstrap)?;
+    let target = args.target.target()?;
+    let topologies = selected(settings, topics, serde, &args.apps)?;
+    let mut plans = Vec::new();
+    for t in &topologies {
+        let plan = ops::plan_reset(bootstrap, t, &target, kind, &settings.state_dir)
+            .with_context(|| format!("planning {}", t.application_id))?;
+        println!("{plan}");
+        plans.push(plan);
+    }
+    if !args.execute {
+        println!("dry run: nothing changed (add --execute to carry the plan out)");
+        return Ok(());
+    }
+    let pb = ProgressBar::new(plans.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} applications ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    for plan in &plans {
+        pb.set_message(plan.application_id.clone());
+        ops::execute_reset(bootstrap, plan, Duration::from_secs(args.wait_secs))
+            .with_context(|| format!("executing the plan of {}", plan.application_id))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    for plan in &plans {
+        println!("{}: done", plan.application_id);
+    }
+    match kind {
+        ResetKind::Replay => println!(
+            "start the application(s) now; follow the replay with `erp inspect lag --follow {}`",
+            if args.apps.all {
+                "--all".to_string()
+            } else {
+                format!("--application-id {}", plans[0].application_id)
+            }
+        ),
+        ResetKind::Offsets => println!("the group resumes from the new offsets at its next start"),
+    }
+    Ok(())
+}
+
+fn verify(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    apps: &AppArgs,
+    shadow_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bootstrap = &settings.bootstrap_servers;
+    ops::check_broker(bootstrap)?;
+    let (shadow, temporary) = match shadow_dir {
+        Some(d) => (d, false),
+        None => (
+            std::env::temp_dir().join(format!("erp-verify-{}", std::process::id())),
+            true,
+        ),
+    };
+    let mut all_ok = true;
+    for t in selected(settings, topics, serde, apps)? {
+        if t.stores.is_empty() {
+            println!("{}: stateless, nothing to verify", t.application_id);
+            continue;
+        }
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} rebuilding {msg} ({per_sec}, {elapsed})")
+                .expect("valid template"),
+        );
+        let started = Instant::now();
+        let (verdicts, stats) = ops::verify(
+            bootstrap,
+            &t,
+            settings.partitions,
+            &settings.state_dir,
+            &shadow,
+            &mut |label, n| {
+                pb.set_message(format!("{label}: {n} records"));
+                pb.set_position(n);
+            },
+        )
+        .with_context(|| format!("verifying {}", t.application_id))?;
+        pb.finish_and_clear();
+        println!(
+            "{}: reprocessed {} input records in {:.1}s ({} poison; journal: {} skipped, {} unscripted)",
+            t.application_id,
+            stats.records,
+            started.elapsed().as_secs_f64(),
+            stats.poison,
+            stats.journal_skipped,
+            stats.journal_unscripted
+        );
+        let mut by_store: BTreeMap<&str, Vec<&ops::Verdict>> = BTreeMap::new();
+        for v in &verdicts {
+            by_store.entry(&v.store).or_default().push(v);
+        }
+        for (store, vs) in by_store {
+            let replayed = ops::Digest::combine(&vs.iter().map(|v| v.replayed).collect::<Vec<_>>());
+            let changelog =
+                ops::Digest::combine(&vs.iter().map(|v| v.changelog).collect::<Vec<_>>());
+            let locals: Vec<ops::Digest> = vs.iter().filter_map(|v| v.local).collect();
+            let ok = vs.iter().all(|v| v.ok());
+            all_ok &= ok;
+            println!(
+                "  {store:<14} replayed {replayed}  changelog {changelog}  {}",
+                if ok { "MATCH" } else { "MISMATCH" }
+            );
+            if locals.len() == vs.len() {
+                println!("  {:<14} local    {}", "", ops::Digest::combine(&locals));
+            } else {
+                println!(
+                    "  {:<14} local    {} of {} partitions here",
+                    "",
+                    locals.len(),
+                    vs.len()
+                );
+            }
+            for v in vs {
+                let c = &v.replay_vs_changelog;
+                if !c.equal() {
+                    println!(
+                        "    partition {}: replay vs changelog: {} match, {} differ, {} only replayed, {} only in changelog; first: {}",
+                        v.partition,
+                        c.matching,
+                        c.differing,
+                        c.only_left,
+                        c.only_right,
+                        c.first_differences.join("; ")
+                    );
+                }
+                if let Some(c) = v.local_vs_changelog.as_ref().filter(|c| !c.equal()) {
+                    println!(
+                        "    partition {}: local vs changelog: {} match, {} differ, {} only local, {} only in changelog; first: {}",
+                        v.partition,
+                        c.matching,
+                        c.differing,
+                        c.only_left,
+                        c.only_right,
+                        c.first_differences.join("; ")
+                    );
+                }
+            }
+        }
+    }
+    if temporary {
+        let _ = std::fs::remove_dir_all(&shadow);
+    }
+    if !all_ok {
+        bail!("the rebuilt state differs from the committed state");
+    }
+    println!("verify: every store matches");
+    Ok(())
+}
+
+fn inspect(
+    settings: &Settings,
+    topics: &Topics,
+    serde: Arc<AvroSerde>,
+    what: Inspect,
+) -> anyhow::Result<()> {
+    let bootstrap = &settings.bootstrap_servers;
+    match what {
+        Inspect::Apps => {
+            ops::check_broker(bootstrap)?;
+            let all =
+                Context::all_topologies(&Context::ALL, topics, serde, SagaSettings::from(settings));
+            for t in all {
+                let g = ops::describe_group(bootstrap, &t.application_id)?;
+                println!(
+                    "{} (group {}, {} member(s))",
+                    t.application_id,
+                    g.state,
+                    g.members.len()
+                );
+                for m in &g.members {
+                    println!("  member   {} ({})", m.client_id, m.host);
+                }
+                println!("  inputs   {}", t.source_topics.join(", "));
+                println!("  outputs  {}", t.sink_topics.join(", "));
+                if !t.stores.is_empty() {
+                    println!("  stores   {}", t.stores.join(", "));
+                    println!("  internal {}", t.internal_topics().join(", "));
+                }
+                if t.journaled() {
+                    println!("  journal  {}", t.journal_topic());
+                }
+                for g in &t.global_stores {
+                    println!("  global   {} (from {})", g.name, g.topic);
+                }
+            }
+        }
+        Inspect::Stores { application_id } => {
+            let stores = ops::local_stores(&settings.state_dir, application_id.as_deref());
+            if stores.is_empty() {
+                println!("no stores under {}", settings.state_dir.display());
+                return Ok(());
+            }
+            let broker = ops::check_broker(bootstrap).is_ok();
+            println!(
+                "{:<22} {:<16} {:>4} {:>8} {:>10} {:>11} {:>11}  DIGEST",
+                "APPLICATION", "STORE", "PART", "KEYS", "SIZE", "CHECKPOINT", "CHANGELOG"
+            );
+            let probe: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create()?;
+            for s in stores {
+                let sum = ops::summarize(&s)?;
+                let end = if broker {
+                    probe
+                        .fetch_watermarks(
+                            &erp_state_stores::changelog_topic(&s.application_id, &s.store),
+                            s.partition,
+                            Duration::from_secs(5),
+                        )
+                        .map(|(_, h)| h.to_string())
+                        .unwrap_or_else(|_| "-".into())
+                } else {
+                    "?".into()
+                };
+                println!(
+                    "{:<22} {:<16} {:>4} {:>8} {:>9.1}K {:>11} {:>11}  {:016x}",
+                    s.application_id,
+                    s.store,
+                    s.partition,
+                    sum.keys,
+                    sum.bytes as f64 / 1024.0,
+                    sum.checkpoint.map_or("-".into(), |c| c.to_string()),
+                    end,
+                    sum.digest.hash
+                );
+            }
+        }
+        Inspect::Get {
+            application_id,
+            store,
+            key,
+        } => {
+            let found = ops::get_key(&settings.state_dir, &application_id, &store, key.as_bytes())?;
+            if found.is_empty() {
+                bail!("{key:?} is not in any local partition of {application_id}/{store}");
+            }
+            for (p, v) in found {
+                let json: serde_json::Value = serde_json::from_slice(&v).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&v).into())
+                });
+                println!("{application_id}/{store} partition {p}:");
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+        }
+        Inspect::Lag {
+            apps,
+            follow,
+            timeout_secs,
+        } => {
+            ops::check_broker(bootstrap)?;
+            let topologies = selected(settings, topics, serde, &apps)?;
+            let total = |print: bool| -> anyhow::Result<i64> {
+                let mut sum = 0;
+                for t in &topologies {
+                    let rows = ops::lag(bootstrap, t)?;
+                    if print {
+                        let g = ops::describe_group(bootstrap, &t.application_id)?;
+                        println!(
+                            "{} (group {}, {} member(s))",
+                            t.application_id,
+                            g.state,
+                            g.members.len()
+                        );
+                        println!(
+                            "  {:<40} {:>4} {:>9} {:>9} {:>7}  METADATA",
+                            "TOPIC", "PART", "COMMITTED", "END", "LAG"
+                        );
+                    }
+                    for r in rows {
+                        sum += r.lag();
+                        if print {
+                            println!(
+                                "  {:<40} {:>4} {:>9} {:>9} {:>7}  {}",
+                                r.topic,
+                                r.partition,
+                                r.committed.map_or("-".into(), |c| c.to_string()),
+                                r.end,
+                                r.lag(),
+                                r.metadata
+                            );
+                        }
+                    }
+                }
+                Ok(sum)
+            };
+            let first = total(!follow)?;
+            if follow {
+                let pb = ProgressBar::new(first.max(1) as u64);
+                pb.set_style(
+                    ProgressStyle::with_template(
+                        "caught up {pos}/{len} records [{bar:40}] ({per_sec}, eta {eta}) {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+                loop {
+                    let now = total(false)?;
+                    pb.set_length(first.max(now).max(1) as u64);
+                    pb.set_position((first - now).max(0) as u64);
+                    pb.set_message(format!("lag {now}"));
+                    if now == 0 {
+                        pb.finish();
+                        println!("caught up");
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        pb.abandon();
+                        bail!("still {now} records behind after {timeout_secs} s");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads `topics` (read_committed, every partition) from the start to the end.
+fn raw_consume(bootstrap: &str, topics: &[String]) -> anyhow::Result<(u64, u64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "erp-bench-consume")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = HashSet::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for p in md.topics().iter().flat_map(|m| m.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
+                open.insert((t.clone(), p.id()));
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while !open.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                // PartitionEOF names the partition only: close the first open topic that
+                // has it and whose position reached its end.
+                let position = consumer.position()?;
+                open.retain(|(t, q)| {
+                    *q != p
+                        || !position
+                            .find_partition(t, *q)
+                            .is_some_and(|e| match e.offset() {
+                                Offset::Offset(o) => consumer
+                                    .fetch_watermarks(t, *q, Duration::from_secs(10))
+                                    .is_ok_and(|(_, h)| o >= h),
+                                _ => false,
+                            })
+                });
+            }
+            Some(Err(e)) => bail!("consuming: {e}"),
+        }
+    }
+    Ok((records, bytes))
 }

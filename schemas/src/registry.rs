@@ -256,6 +256,29 @@ impl AvroSerde {
     }
 }
 
+impl AvroSerde {
+    /// Any Confluent wire-format value as JSON, with its schema id and record name: for
+    /// operators' tools, which read whatever a topic holds.
+    pub fn decode_json(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(u32, Option<String>, serde_json::Value), WireError> {
+        let id = schema_id(bytes)?;
+        let decoded = self.decoder.decode(Some(bytes)).map_err(|e| {
+            let reason = describe(&e);
+            if e.retriable {
+                WireError::Registry(reason)
+            } else {
+                WireError::Malformed(reason)
+            }
+        })?;
+        let name = decoded.name.as_ref().map(|n| n.fullname(None));
+        let json = serde_json::Value::try_from(decoded.value)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        Ok((id, name, json))
+    }
+}
+
 /// The schema id of a Confluent wire-format value, or why it is not one.
 pub fn schema_id(bytes: &[u8]) -> Result<u32, WireError> {
     match bytes {

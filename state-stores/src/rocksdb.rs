@@ -107,6 +107,25 @@ impl RocksDbBackend {
         })
     }
 
+    /// Opens a store read-only, e.g. an operator inspecting a running instance's state:
+    /// no lock is taken and nothing is written.
+    pub fn open_read_only(name: &str, path: &Path) -> Result<Self, StoreError> {
+        let opts = Options::default();
+        let db =
+            DB::open_cf_for_read_only(&opts, path, [DATA_CF, META_CF], false).map_err(|e| {
+                StoreError::Open {
+                    store: name.to_string(),
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            db,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -246,6 +265,12 @@ mod tests {
         assert_eq!(db.get(b"b").unwrap(), Some(b"2".to_vec()));
         assert_eq!(db.checkpoint().unwrap(), Some(43));
         assert_eq!(db.entries().unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+        // An operator's read-only view, while the writer has it open.
+        let view = RocksDbBackend::open_read_only("s", dir.path()).unwrap();
+        assert_eq!(view.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(view.checkpoint().unwrap(), Some(43));
+        assert!(view.write_batch(&[], Some(44)).is_err());
+        drop(view);
         db.wipe().unwrap();
         assert_eq!(db.entries().unwrap(), vec![]);
         assert_eq!(db.checkpoint().unwrap(), None);

@@ -240,6 +240,28 @@ impl TestApp {
         .expect("publisher")
     }
 
+    /// Offsets held by `topic` over all partitions (high − low); 0 once it is deleted.
+    pub fn topic_span(&self, topic: &str) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .expect("consumer");
+        let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+            return 0;
+        };
+        md.topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions())
+            .filter_map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                    .ok()
+            })
+            .map(|(low, high)| high - low)
+            .sum()
+    }
+
     /// Every committed record of `topic` (read_committed, from the beginning to the end).
     pub fn read_raw(&self, topic: &str) -> Vec<Read<Vec<u8>>> {
         read_committed(topic)

@@ -89,7 +89,16 @@ impl TaskManager {
                     "transaction committed"
                 );
                 for (tp, next) in self.consumed.drain() {
+                    if self.mute.get(&tp).is_some_and(|m| next >= *m) {
+                        tracing::info!(topic = %tp.0, partition = tp.1, "replay: past emit-from, outputs resume");
+                        self.mute.remove(&tp);
+                    }
                     self.committed.insert(tp, Offset::Offset(next));
+                }
+                for task in self.tasks.values_mut() {
+                    if let Some(f) = task.journal.as_mut().and_then(|j| j.follower.as_mut()) {
+                        f.committed();
+                    }
                 }
                 self.txn = TxnState::Idle;
                 let app = self.topology.application_id.as_str();
@@ -121,12 +130,20 @@ impl TaskManager {
     ) -> Result<(), EngineError> {
         let timeout = self.config.transaction_timeout;
         let started = Instant::now();
+        self.write_journal()?;
         if !self.consumed.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.consumed {
                 offsets
                     .add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(|e| EngineError::Kafka(e.to_string()))?;
+                // Until the replay point is passed, a restart must still mute.
+                if let Some(from) = self.mute.get(&(topic.clone(), *partition))
+                    && *next < *from
+                    && let Some(mut elem) = offsets.find_partition(topic, *partition)
+                {
+                    elem.set_metadata(format!("{}{from}", super::runtime::EMIT_FROM_METADATA));
+                }
             }
             let group = consumer
                 .group_metadata()
@@ -186,6 +203,33 @@ impl TaskManager {
             }
         }
         let rewind: HashMap<(String, i32), i64> = self.consumed.drain().collect();
+        // Followers drop what they buffered: rewind those inputs to their first buffered
+        // record (unless rewound further below), and their scripts to the last commit.
+        let mut reseek: Vec<((String, i32), i64)> = Vec::new();
+        for task in self.tasks.values_mut() {
+            if let Some(j) = task.journal.as_mut() {
+                j.pending.clear();
+                if let Some(f) = j.follower.as_mut() {
+                    for (input, offset) in f.aborted() {
+                        let topic = self.topology.source_topics[input as usize].clone();
+                        reseek.push(((topic, task.partition), offset));
+                    }
+                }
+            }
+        }
+        for (tp, offset) in reseek {
+            if rewind.contains_key(&tp) {
+                continue;
+            }
+            if let Err(e) = consumer.seek(
+                &tp.0,
+                tp.1,
+                Offset::Offset(offset),
+                self.config.transaction_timeout,
+            ) {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "rewind of a buffered input failed");
+            }
+        }
         for (tp, _) in rewind {
             let to = self
                 .committed

@@ -16,11 +16,13 @@ mod dlq;
 mod driver;
 mod global;
 mod guard;
+pub mod journal;
 mod metrics;
 mod partitioner;
 mod processor;
 mod restore;
 mod runtime;
+pub mod shadow;
 mod standby;
 mod task;
 
@@ -34,4 +36,4 @@ pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
     Topology,
 };
-pub use runtime::{EngineError, StreamThread};
+pub use runtime::{EMIT_FROM_METADATA, EngineError, StreamThread};

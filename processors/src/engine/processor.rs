@@ -4,6 +4,7 @@ use std::sync::Arc;
 use erp_state_stores::{KeyValueStore, StoreError};
 
 use super::global::{GlobalStoreSpec, GlobalStores};
+use super::journal::ReadLog;
 
 /// A header as it travels on Kafka.
 pub type Header = (String, Vec<u8>);
@@ -54,6 +55,8 @@ pub struct ProcessorContext<'a> {
     pub(crate) stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
     pub(crate) outputs: &'a mut Vec<OutputRecord>,
     pub(crate) globals: &'a GlobalStores,
+    /// Where global reads are journaled (and, while replaying, served from).
+    pub(crate) reads: Option<&'a mut ReadLog>,
 }
 
 impl<'a> ProcessorContext<'a> {
@@ -68,12 +71,27 @@ impl<'a> ProcessorContext<'a> {
             stores,
             outputs,
             globals,
+            reads: None,
         }
     }
 
+    /// Journals this record's global reads in `log` (and serves scripted ones from it).
+    pub(crate) fn with_reads(mut self, log: &'a mut ReadLog) -> Self {
+        self.reads = Some(log);
+        self
+    }
+
     /// Reads `key` from the global store `name` (read-only: its topic is its only writer).
-    pub fn global(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
-        Ok(self.globals.get(name, key)?)
+    pub fn global(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
+        let Some(log) = self.reads.as_deref_mut() else {
+            return Ok(self.globals.get(name, key)?);
+        };
+        let value = match log.take_scripted(name, key) {
+            Some(v) => v,
+            None => self.globals.get(name, key)?,
+        };
+        log.record(name, key, value.as_deref());
+        Ok(value)
     }
 
     /// The task's store called `name`. Panics on a name the topology did not declare:
@@ -230,6 +248,22 @@ pub struct Topology {
 impl Topology {
     pub fn dlq_topic(&self) -> String {
         format!("{}-dlq", self.application_id)
+    }
+
+    /// Whether reprocessing needs the input journal to repeat itself: several inputs
+    /// (their interleaving is arrival order) or global stores (they move on their own).
+    pub fn journaled(&self) -> bool {
+        self.source_topics.len() > 1 || !self.global_stores.is_empty()
+    }
+
+    pub fn journal_topic(&self) -> String {
+        super::journal::journal_topic(&self.application_id)
+    }
+
+    /// Topics a reset deletes: the application's changelogs (its state is rebuilt).
+    /// Not the journal (the order to rebuild it in) nor the DLQ (an output).
+    pub fn internal_topics(&self) -> Vec<String> {
+        self.changelog_topics()
     }
 
     pub fn changelog_topics(&self) -> Vec<String> {

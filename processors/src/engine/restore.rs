@@ -169,7 +169,7 @@ pub(crate) fn restore(
 /// The partition's low and high watermarks. Right after topics are created or leaders
 /// move, the broker answers "not leader" or "unknown partition" for a moment: retry
 /// those for up to 30 s rather than failing the assignment.
-fn watermarks<C: ConsumerContext>(
+pub(crate) fn watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
@@ -191,7 +191,9 @@ fn watermarks<C: ConsumerContext>(
     }
 }
 
-fn restore_consumer(bootstrap: &str) -> Result<BaseConsumer<EofIsNotAnError>, EngineError> {
+pub(crate) fn restore_consumer(
+    bootstrap: &str,
+) -> Result<BaseConsumer<EofIsNotAnError>, EngineError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-restore-unused")
@@ -268,7 +270,7 @@ fn restore_topic(
 }
 
 /// Reaching the end of a changelog is how a restore finishes, not an error to log.
-struct EofIsNotAnError;
+pub(crate) struct EofIsNotAnError;
 
 impl rdkafka::ClientContext for EofIsNotAnError {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -318,4 +320,55 @@ pub(crate) fn poll_burst<C: ConsumerContext>(
         next = consumer.poll(Duration::ZERO);
     }
     Ok(batches)
+}
+
+/// Journal records of `topic[partition]` from `from` (or the start) to the committed
+/// end, decoded, in log order. Undecodable records fail loudly: a journal we cannot read
+/// cannot be followed.
+pub(crate) fn read_journal(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: Option<i64>,
+) -> Result<Vec<Vec<super::journal::JournalEntry>>, EngineError> {
+    let consumer = restore_consumer(bootstrap)?;
+    let (low, high) = watermarks(&consumer, topic, partition)?;
+    let start = from.unwrap_or(low).max(low);
+    let mut out = Vec::new();
+    if start >= high {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(|e| EngineError::Kafka(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| EngineError::Kafka(format!("assign {topic}: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if Instant::now() > deadline {
+            return Err(EngineError::Kafka(format!(
+                "reading the journal {topic}[{partition}] did not finish in 120 s"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {
+                break;
+            }
+            Some(Err(e)) => return Err(EngineError::Kafka(format!("journal {topic}: {e}"))),
+            Some(Ok(m)) => {
+                if let Some(bytes) = m.payload() {
+                    out.push(super::journal::decode(bytes).map_err(|e| {
+                        EngineError::Config(format!("{topic}[{partition}]@{}: {e}", m.offset()))
+                    })?);
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
 }

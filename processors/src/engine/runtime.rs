@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -24,14 +24,36 @@ use super::config::{EngineConfig, PoisonPolicy};
 use super::dlq::dead_letter;
 use super::global::{GlobalStores, start_global_stores};
 use super::guard::check_stable_names;
+use super::journal::{Follower, GlobalRead, JournalEntry, Positioned, ReadLog, Step};
 use super::metrics::EngineMetrics;
 use super::processor::{
     InputRecord, OutputRecord, ProcessError, ProcessorContext, PunctuationType, Schedule, Topology,
     process_guarded, wall_clock_ms,
 };
-use super::restore::{RestoreTarget, restore};
+use super::restore::{RestoreTarget, read_journal, restore};
 use super::standby::{SharedStandbys, start_standbys};
-use super::task::StreamTask;
+use super::task::{StreamTask, TaskJournal};
+
+/// Offset-commit metadata a replay leaves on an input partition: records before this
+/// offset rebuild state but send nothing (their outputs are already in the log).
+pub const EMIT_FROM_METADATA: &str = "erp-replay:emit-from=";
+
+/// A follower pauses an input holding this many records it cannot release yet, and
+/// resumes it below a tenth of that.
+const FOLLOWER_PAUSE_AT: usize = 5000;
+
+/// A scripted record that has not come after this long never will (deleted, or the
+/// input was recreated): the rest of the script is abandoned.
+const FOLLOWER_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Positioned for OwnedMessage {
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn timestamp(&self) -> i64 {
+        Message::timestamp(self).to_millis().unwrap_or(0)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -70,6 +92,8 @@ pub(crate) struct TaskManager {
     failed: Option<EngineError>,
     globals: GlobalStores,
     standbys: SharedStandbys,
+    /// Per input partition: offsets below this are reprocessed without outputs.
+    pub(crate) mute: HashMap<(String, i32), i64>,
 }
 
 impl TaskManager {
@@ -82,10 +106,11 @@ impl TaskManager {
     }
 
     /// Handles one record inside the open transaction.
-    fn process<C: ConsumerContext>(
+    fn process<C: ConsumerContext, M: Message>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        msg: &BorrowedMessage<'_>,
+        msg: &M,
+        scripted: Vec<GlobalRead>,
     ) -> Result<(), EngineError> {
         let partition = msg.partition();
         if !self.tasks.contains_key(&partition) {
@@ -120,9 +145,14 @@ impl TaskManager {
         for store in task.stores.values_mut() {
             store.begin_record();
         }
+        let journaled = task.journal.is_some();
+        let mut reads = ReadLog::scripted(scripted);
         let result = {
             let mut ctx =
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
+            if journaled {
+                ctx = ctx.with_reads(&mut reads);
+            }
             process_guarded(task.processor.as_mut(), &mut ctx, &record)
         };
         let app = self.topology.application_id.clone();
@@ -180,6 +210,27 @@ impl TaskManager {
             }
             Err(ProcessError::Store(e)) => return Err(e.into()),
             Err(ProcessError::Fatal(reason)) => return Err(EngineError::Fatal(reason)),
+        }
+        if let Some(journal) = self
+            .tasks
+            .get_mut(&partition)
+            .and_then(|t| t.journal.as_mut())
+        {
+            let input = self
+                .topology
+                .source_topics
+                .iter()
+                .position(|t| t == record.topic)
+                .unwrap_or(0) as u8;
+            journal.pending.push(JournalEntry {
+                input,
+                offset: record.offset,
+                reads: reads.recorded,
+            });
+        }
+        if self.mute.get(&tp).is_some_and(|m| record.offset < *m) {
+            // Rebuilding state before the replay point: these outputs are in the log.
+            outputs.clear();
         }
         self.send_outputs(&outputs)?;
         self.advance_stream_time(partition, record.timestamp)?;
@@ -280,6 +331,206 @@ impl TaskManager {
         Ok(())
     }
 
+    /// After an offset reset the committed positions of task `p` are behind what its
+    /// journal recorded: follow the journal from there.
+    fn load_follower(&mut self, p: i32) -> Result<(), EngineError> {
+        let topic = self.topology.journal_topic();
+        let starts: Vec<i64> = self
+            .topology
+            .source_topics
+            .iter()
+            .map(|t| match self.committed.get(&(t.clone(), p)) {
+                Some(Offset::Offset(o)) => *o,
+                _ => 0,
+            })
+            .collect();
+        // The last records tell the furthest positions journaled: usually already
+        // committed (a plain restart), and then there is nothing to follow.
+        let (low, high) = {
+            let probe = super::restore::restore_consumer(&self.config.bootstrap_servers)?;
+            super::restore::watermarks(&probe, &topic, p)?
+        };
+        if high <= low {
+            return Ok(());
+        }
+        let tail = read_journal(
+            &self.config.bootstrap_servers,
+            &topic,
+            p,
+            Some((high - 16).max(low)),
+        )?;
+        let mut furthest = vec![-1i64; starts.len()];
+        for e in tail.iter().flatten() {
+            if let Some(f) = furthest.get_mut(e.input as usize) {
+                *f = (*f).max(e.offset);
+            }
+        }
+        if furthest.iter().zip(&starts).all(|(f, s)| f < s) {
+            return Ok(());
+        }
+        let records = read_journal(&self.config.bootstrap_servers, &topic, p, None)?;
+        let script = super::journal::script(records, &starts);
+        if script.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(application_id = %self.topology.application_id, partition = p,
+            records = script.len(), ?starts,
+            "replay: following the input journal (same records, same order, same global reads)");
+        if let Some(task) = self.tasks.get_mut(&p) {
+            task.journal = Some(TaskJournal {
+                follower: Some(Follower::new(script, self.topology.source_topics.len())),
+                ..TaskJournal::default()
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether records of partition `p` wait in a journal follower.
+    fn follows(&self, p: i32) -> bool {
+        self.tasks
+            .get(&p)
+            .and_then(|t| t.journal.as_ref())
+            .is_some_and(|j| j.follower.is_some())
+    }
+
+    fn input_index(&self, topic: &str) -> u8 {
+        self.topology
+            .source_topics
+            .iter()
+            .position(|t| t == topic)
+            .unwrap_or(0) as u8
+    }
+
+    /// Hands a record to its task's follower; pauses an input it buffers too much of.
+    fn buffer<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
+        let input = self.input_index(msg.topic());
+        let (topic, p) = (msg.topic().to_string(), msg.partition());
+        let Some(journal) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut()) else {
+            return;
+        };
+        let Some(follower) = journal.follower.as_mut() else {
+            return;
+        };
+        follower.push(input, msg.detach());
+        if follower.buffered(input) >= FOLLOWER_PAUSE_AT && journal.paused.insert(input) {
+            pause(consumer, &topic, p, true);
+        }
+    }
+
+    /// Processes what the followers can release, in journal order.
+    fn drain_followers<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), EngineError> {
+        let following: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.journal.as_ref().is_some_and(|j| j.follower.is_some()))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in following {
+            while let Some(journal) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut()) {
+                let Some(follower) = journal.follower.as_mut() else {
+                    break;
+                };
+                match follower.release() {
+                    Step::Process(m, reads) => {
+                        journal.waiting_since = None;
+                        let input = self.input_index(Message::topic(&m));
+                        self.process(consumer, &m, reads)?;
+                        self.resume_if_drained(consumer, p, input);
+                        if self.should_commit() {
+                            self.commit(consumer)?;
+                        }
+                    }
+                    Step::Wait(input) => {
+                        let since = *journal.waiting_since.get_or_insert_with(Instant::now);
+                        if journal.paused.contains(&input) {
+                            self.resume_if_drained(consumer, p, input);
+                        }
+                        if since.elapsed() > FOLLOWER_PATIENCE {
+                            tracing::warn!(partition = p, input = %self.topology.source_topics[input as usize],
+                                "replay: the next journaled record did not come; processing the rest in arrival order");
+                            if let Some(f) = self
+                                .tasks
+                                .get_mut(&p)
+                                .and_then(|t| t.journal.as_mut())
+                                .and_then(|j| j.follower.as_mut())
+                            {
+                                f.abandon();
+                            }
+                            continue;
+                        }
+                        break;
+                    }
+                    Step::Idle => {
+                        if !follower.following() {
+                            tracing::info!(application_id = %self.topology.application_id,
+                                partition = p, skipped = follower.skipped, unscripted = follower.unscripted,
+                                "replay: journal followed to its end; back to live order");
+                            journal.follower = None;
+                            for input in std::mem::take(&mut journal.paused) {
+                                let topic = self.topology.source_topics[input as usize].clone();
+                                pause(consumer, &topic, p, false);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resume_if_drained<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        p: i32,
+        input: u8,
+    ) {
+        let topic = self.topology.source_topics[input as usize].clone();
+        let Some(journal) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut()) else {
+            return;
+        };
+        let low = journal
+            .follower
+            .as_ref()
+            .is_none_or(|f| f.buffered(input) < FOLLOWER_PAUSE_AT / 10);
+        if low && journal.paused.remove(&input) {
+            pause(consumer, &topic, p, false);
+        }
+    }
+
+    /// Writes the open transaction's journal entries, one record per task.
+    pub(crate) fn write_journal(&mut self) -> Result<(), EngineError> {
+        let topic = self.topology.journal_topic();
+        for task in self.tasks.values_mut() {
+            let Some(journal) = task.journal.as_mut() else {
+                continue;
+            };
+            if journal.pending.is_empty() {
+                continue;
+            }
+            let value = super::journal::encode(&journal.pending);
+            journal.pending.clear();
+            self.collector
+                .send(
+                    &topic,
+                    Some(task.partition),
+                    &[],
+                    Some(&value),
+                    &[],
+                    Some(wall_clock_ms()),
+                )
+                .map_err(EngineError::Abortable)?;
+        }
+        Ok(())
+    }
+
     /// Partitions arrive: open their stores, restore them, then let records flow.
     fn on_assign<C: ConsumerContext>(
         &mut self,
@@ -364,6 +615,7 @@ impl TaskManager {
                     schedules: Schedule::for_processor(processor.as_ref(), wall_clock_ms()),
                     processor,
                     stream_time: -1,
+                    journal: self.topology.journaled().then(TaskJournal::default),
                 },
             );
         }
@@ -385,8 +637,22 @@ impl TaskManager {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
-            self.committed
-                .insert((e.topic().to_string(), e.partition()), at);
+            let tp = (e.topic().to_string(), e.partition());
+            if let Some(from) = e
+                .metadata()
+                .strip_prefix(EMIT_FROM_METADATA)
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                tracing::info!(topic = %tp.0, partition = tp.1, committed = ?at, emit_from = from,
+                    "replay: records before emit-from rebuild state without outputs");
+                self.mute.insert(tp.clone(), from);
+            }
+            self.committed.insert(tp, at);
+        }
+        if self.topology.journaled() {
+            for &p in &new_partitions {
+                self.load_follower(p)?;
+            }
         }
         self.metrics
             .assigned_tasks
@@ -416,8 +682,9 @@ impl TaskManager {
             }
         }
         for e in tpl.elements() {
-            self.committed
-                .remove(&(e.topic().to_string(), e.partition()));
+            let tp = (e.topic().to_string(), e.partition());
+            self.committed.remove(&tp);
+            self.mute.remove(&tp);
         }
         self.metrics
             .assigned_tasks
@@ -585,6 +852,7 @@ impl StreamThread {
             failed: None,
             globals,
             standbys: standbys.clone(),
+            mute: HashMap::new(),
         }));
         let standby_thread = start_standbys(
             &self.config,
@@ -661,17 +929,25 @@ impl StreamThread {
             if let Some(e) = guard.failed.take() {
                 return Err(e);
             }
-            match polled {
-                Some(Ok(msg)) => match guard.process(consumer, &msg) {
-                    Ok(()) => {}
-                    Err(EngineError::Abortable(reason)) => {
-                        tracing::warn!(%reason, "aborting transaction");
-                        guard.abort(consumer)?;
-                    }
-                    Err(e) => return Err(e),
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {}
+            let handled = match polled {
+                Some(Ok(msg)) if guard.follows(msg.partition()) => {
+                    guard.buffer(consumer, &msg);
+                    Ok(())
+                }
+                Some(Ok(msg)) => guard.process(consumer, &msg, Vec::new()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+            match handled.and_then(|()| guard.drain_followers(consumer)) {
+                Ok(()) => {}
+                Err(EngineError::Abortable(reason)) => {
+                    tracing::warn!(%reason, "aborting transaction");
+                    guard.abort(consumer)?;
+                }
+                Err(e) => return Err(e),
             }
             match guard.punctuate_wall_clock() {
                 Ok(()) => {}
@@ -719,5 +995,18 @@ fn assignment_strategy(topology: &Topology) -> &'static str {
         "cooperative-sticky"
     } else {
         "range"
+    }
+}
+
+fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = result {
+        tracing::warn!(topic, partition, pause, error = %e, "pause/resume failed");
     }
 }

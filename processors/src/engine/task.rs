@@ -1,8 +1,27 @@
 use std::collections::BTreeMap;
 
+use std::collections::HashSet;
+use std::time::Instant;
+
+use rdkafka::message::OwnedMessage;
+
 use erp_state_stores::KeyValueStore;
 
+use super::journal::{Follower, JournalEntry};
 use super::processor::{Processor, Schedule};
+
+/// The journal side of a task whose topology is journaled.
+#[derive(Default)]
+pub(crate) struct TaskJournal {
+    /// Entries of the open transaction, written to the journal at commit.
+    pub pending: Vec<JournalEntry>,
+    /// Set while reprocessing journaled history (after an offset reset).
+    pub follower: Option<Follower<OwnedMessage>>,
+    /// Since when the follower waits for its next scripted record.
+    pub waiting_since: Option<Instant>,
+    /// Inputs paused because the follower buffers too much of them.
+    pub paused: HashSet<u8>,
+}
 
 /// The unit of work for one input partition: its stores, its processor and its timers.
 pub(crate) struct StreamTask {
@@ -12,4 +31,6 @@ pub(crate) struct StreamTask {
     pub schedules: Vec<Schedule>,
     /// Largest record timestamp seen: the task's stream time.
     pub stream_time: i64,
+    /// Present when the topology is journaled.
+    pub journal: Option<TaskJournal>,
 }
