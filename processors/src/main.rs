@@ -97,6 +97,9 @@ enum Command {
         /// Where to rebuild (default: a fresh temporary directory, removed afterwards).
         #[arg(long)]
         shadow_dir: Option<PathBuf>,
+        /// Wait up to this long for the group to empty before refusing.
+        #[arg(long, default_value_t = 15)]
+        wait_secs: u64,
     },
     /// Look into stores, consumer lag and checkpoints.
     Inspect {
@@ -206,8 +209,8 @@ struct ResetArgs {
     #[arg(long)]
     execute: bool,
     /// Wait up to this long for the group to empty (a stopped instance stays a member
-    /// for the session timeout) before refusing.
-    #[arg(long, default_value_t = 0)]
+    /// for the session timeout, 10 s) before refusing.
+    #[arg(long, default_value_t = 15)]
     wait_secs: u64,
 }
 
@@ -243,10 +246,15 @@ enum Inspect {
     },
 }
 
-fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
-    });
+/// Servers log at info; operator tools only warn (their output is what they print).
+fn init_logging(settings: &Settings, server: bool) {
+    let default = if server {
+        "info,librdkafka=warn,rdkafka=warn"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -260,7 +268,13 @@ fn init_logging(settings: &Settings) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
-    init_logging(&settings);
+    init_logging(
+        &settings,
+        matches!(
+            cli.command,
+            Command::Run | Command::Processor { .. } | Command::BenchHttpBaseline { .. }
+        ),
+    );
     let topics = Topics::new(settings.topic_prefix.clone());
     let serde = Arc::new(AvroSerde::new(&settings.schema_registry_url));
     match cli.command {
@@ -304,9 +318,18 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Reset(args) => reset(&settings, &topics, serde, args, ResetKind::Offsets),
         Command::Replay(args) => reset(&settings, &topics, serde, args, ResetKind::Replay),
-        Command::Verify { apps, shadow_dir } => {
-            verify(&settings, &topics, serde, &apps, shadow_dir)
-        }
+        Command::Verify {
+            apps,
+            shadow_dir,
+            wait_secs,
+        } => verify(
+            &settings,
+            &topics,
+            serde,
+            &apps,
+            shadow_dir,
+            Duration::from_secs(wait_secs),
+        ),
         Command::Inspect { what } => inspect(&settings, &topics, serde, what),
         Command::Tail {
             topic,
@@ -811,6 +834,16 @@ fn reset(
     ops::check_broker(bootstrap)?;
     let target = args.target.target()?;
     let topologies = selected(settings, topics, serde, &args.apps)?;
+    if args.execute {
+        // Plan against a quiet group: what is printed is what is done.
+        for t in &topologies {
+            ops::require_inactive(
+                bootstrap,
+                &t.application_id,
+                Duration::from_secs(args.wait_secs),
+            )?;
+        }
+    }
     let mut plans = Vec::new();
     for t in &topologies {
         let plan = ops::plan_reset(bootstrap, t, &target, kind, &settings.state_dir)
@@ -858,6 +891,7 @@ fn verify(
     serde: Arc<AvroSerde>,
     apps: &AppArgs,
     shadow_dir: Option<PathBuf>,
+    wait: Duration,
 ) -> anyhow::Result<()> {
     let bootstrap = &settings.bootstrap_servers;
     ops::check_broker(bootstrap)?;
@@ -879,6 +913,7 @@ fn verify(
             ProgressStyle::with_template("{spinner} rebuilding {msg} ({per_sec}, {elapsed})")
                 .expect("valid template"),
         );
+        ops::require_inactive(bootstrap, &t.application_id, wait)?;
         let started = Instant::now();
         let (verdicts, stats) = ops::verify(
             bootstrap,
@@ -1135,13 +1170,7 @@ fn inspect(
 
 /// Reads `topics` (read_committed, every partition) from the start to the end.
 fn raw_consume(bootstrap: &str, topics: &[String]) -> anyhow::Result<(u64, u64)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-bench-consume")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()?;
+    let consumer = ops::reader(bootstrap)?;
     let mut tpl = TopicPartitionList::new();
     let mut open = HashSet::new();
     for t in topics {

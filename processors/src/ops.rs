@@ -42,6 +42,32 @@ pub enum OpsError {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reaching the end of a partition is how these tools stop, not an error to log.
+pub struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// A read_committed reader that reports the ends of partitions (quietly).
+pub fn reader(bootstrap: &str) -> Result<BaseConsumer<Quiet>, OpsError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "erp-ops-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(Quiet)
+        .map_err(kafka(bootstrap))
+}
+
 fn kafka(bootstrap: &str) -> impl Fn(rdkafka::error::KafkaError) -> OpsError + '_ {
     move |e| OpsError::Kafka {
         bootstrap: bootstrap.to_string(),
@@ -660,34 +686,56 @@ impl LagRow {
 /// Offset after the last record a read_committed consumer can read (transaction markers
 /// and aborted records are not records): what "caught up" means for an EOS input.
 pub fn data_end(bootstrap: &str, topic: &str, partition: i32) -> Result<i64, OpsError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-ops-unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(kafka(bootstrap))?;
+    let c = reader(bootstrap)?;
+    Ok(
+        last_records(&c, bootstrap, topic, partition, 1)?.map_or_else(
+            || {
+                c.fetch_watermarks(topic, partition, TIMEOUT)
+                    .map_or(0, |(low, _)| low)
+            },
+            |first| first + 1,
+        ),
+    )
+}
+
+/// The offset of the n-th last record a read_committed consumer can read in
+/// `topic[partition]` (None if it holds none). The last offsets of a transactional
+/// topic are markers, so "the last n" means reading back until n records were seen.
+fn last_records(
+    c: &BaseConsumer<Quiet>,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    n: i64,
+) -> Result<Option<i64>, OpsError> {
     let (low, high) = c
         .fetch_watermarks(topic, partition, TIMEOUT)
         .map_err(kafka(bootstrap))?;
-    if high <= low {
-        return Ok(high);
+    if high <= low || n <= 0 {
+        return Ok(None);
     }
-    let mut window = 64;
+    let mut window = 4 * n + 60;
     loop {
         let from = (high - window).max(low);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(from))
             .map_err(kafka(bootstrap))?;
         c.assign(&tpl).map_err(kafka(bootstrap))?;
-        let mut last = None;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        let mut seen = std::collections::VecDeque::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if Instant::now() > deadline {
+                return Err(OpsError::Kafka {
+                    bootstrap: bootstrap.to_string(),
+                    reason: format!("reading the end of {topic}[{partition}] timed out"),
+                });
+            }
             match c.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    last = Some(m.offset());
+                    seen.push_back(m.offset());
+                    if seen.len() as i64 > n {
+                        seen.pop_front();
+                    }
                     if m.offset() + 1 >= high {
                         break;
                     }
@@ -697,13 +745,10 @@ pub fn data_end(bootstrap: &str, topic: &str, partition: i32) -> Result<i64, Ops
                 None => {}
             }
         }
-        if let Some(o) = last {
-            return Ok(o + 1);
+        if seen.len() as i64 == n || from == low {
+            return Ok(seen.front().copied());
         }
-        if from == low {
-            return Ok(low);
-        }
-        window *= 64;
+        window *= 16;
     }
 }
 
@@ -1161,15 +1206,11 @@ pub fn tail(
         follow,
         max,
     } = options;
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-tail-unused")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .map_err(kafka(bootstrap))?;
-    let ids = partitions_of(&c, bootstrap, topic)?;
+    let c = reader(bootstrap)?;
+    let ids = {
+        let meta = client(bootstrap, None)?;
+        partitions_of(&meta, bootstrap, topic)?
+    };
     if ids.is_empty() {
         return Err(OpsError::Input(format!("topic {topic} does not exist")));
     }
@@ -1182,7 +1223,7 @@ pub fn tail(
         let at = match from {
             TailFrom::Beginning => low,
             TailFrom::End => high,
-            TailFrom::Last(n) => (high - n).max(low),
+            TailFrom::Last(n) => last_records(&c, bootstrap, topic, *p, n)?.unwrap_or(high),
         };
         if at < high {
             open += 1;
