@@ -339,6 +339,7 @@ fn main() -> anyhow::Result<()> {
             max,
         } => {
             ops::check_broker(&settings.bootstrap_servers)?;
+            ops::check_registry(&settings.schema_registry_url)?;
             let from = if from_beginning {
                 ops::TailFrom::Beginning
             } else {
@@ -895,6 +896,7 @@ fn verify(
 ) -> anyhow::Result<()> {
     let bootstrap = &settings.bootstrap_servers;
     ops::check_broker(bootstrap)?;
+    ops::check_registry(&settings.schema_registry_url)?;
     let (shadow, temporary) = match shadow_dir {
         Some(d) => (d, false),
         None => (
@@ -908,12 +910,24 @@ fn verify(
             println!("{}: stateless, nothing to verify", t.application_id);
             continue;
         }
-        let pb = ProgressBar::new_spinner();
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} rebuilding {msg} ({per_sec}, {elapsed})")
-                .expect("valid template"),
-        );
         ops::require_inactive(bootstrap, &t.application_id, wait)?;
+        // Offsets to reprocess (records plus transaction markers): the bar's length.
+        let mut total = 0i64;
+        for topic in &t.source_topics {
+            total += ops::committed(bootstrap, &t.application_id, topic)?
+                .values()
+                .filter_map(|(o, _)| *o)
+                .sum::<i64>();
+        }
+        let pb = ProgressBar::new(total.max(1) as u64);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "rebuilding {msg} [{bar:30}] {pos}/~{len} ({per_sec}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let (mut base, mut last_label, mut last_n) = (0u64, String::new(), 0u64);
         let started = Instant::now();
         let (verdicts, stats) = ops::verify(
             bootstrap,
@@ -922,8 +936,13 @@ fn verify(
             &settings.state_dir,
             &shadow,
             &mut |label, n| {
-                pb.set_message(format!("{label}: {n} records"));
-                pb.set_position(n);
+                if label != last_label {
+                    base += last_n;
+                    last_label = label.to_string();
+                }
+                last_n = n;
+                pb.set_message(label.to_string());
+                pb.set_position(base + n);
             },
         )
         .with_context(|| format!("verifying {}", t.application_id))?;

@@ -100,6 +100,24 @@ pub fn check_broker(bootstrap: &str) -> Result<(), OpsError> {
         })
 }
 
+/// Fails with a clear message if the schema registry does not answer.
+pub fn check_registry(url: &str) -> Result<(), OpsError> {
+    let unreachable = |reason: String| {
+        OpsError::Input(format!(
+            "schema registry at {url} is unreachable ({reason}); is it running (scripts/stack.sh up)?"
+        ))
+    };
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    match client.get(format!("{url}/subjects")).send() {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(unreachable(format!("HTTP {}", r.status()))),
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}
+
 fn partitions_of(c: &BaseConsumer, bootstrap: &str, topic: &str) -> Result<Vec<i32>, OpsError> {
     let md = c
         .fetch_metadata(Some(topic), TIMEOUT)
