@@ -22,7 +22,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use erp_state_stores::{Entry, RocksDbBackend, StoreBackend, StoreError};
 
-use crate::engine::{EMIT_FROM_METADATA, EngineError, Topology, journal, shadow};
+use crate::engine::{EngineError, ReplayMarks, Topology, journal, shadow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -308,7 +308,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
         };
         take(days, &[('D', 86400.0), ('W', 7.0 * 86400.0)])?;
         take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
-        return (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs > 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
     }
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = num.parse().ok()?;
@@ -320,7 +322,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
         "d" => 86400,
         _ => return None,
     };
-    Some(Duration::from_secs(n * mult))
+    n.checked_mul(mult).map(Duration::from_secs)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,7 +410,9 @@ pub fn plan_reset(
         // Offsets for a point in time, all partitions in one request.
         let at_time = match to {
             ResetTo::Datetime(t) => Some(*t),
-            ResetTo::ByDuration(d) => Some(now - d.as_millis() as i64),
+            ResetTo::ByDuration(d) => {
+                Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+            }
             _ => None,
         };
         let by_time = match at_time {
@@ -450,12 +454,14 @@ pub fn plan_reset(
                     .find(|(t, q, _)| t == topic && *q == p)
                     .map(|(_, _, o)| *o)
                     .unwrap_or(cur.unwrap_or(low)),
-                ResetTo::ShiftBy(n) => cur.unwrap_or(low) + n,
+                ResetTo::ShiftBy(n) => cur.unwrap_or(low).saturating_add(*n),
             }
             .clamp(low, high);
             let (target, emit_from) = match kind {
                 ResetKind::Offsets => (wanted, None),
-                ResetKind::Replay => (low, Some(wanted)),
+                // Records the group never processed must send their outputs: the silent
+                // part ends at the group's position at the latest.
+                ResetKind::Replay => (low, Some(wanted.min(cur.unwrap_or(low)).max(low))),
             };
             partitions.push(PartitionPlan {
                 topic: topic.clone(),
@@ -617,10 +623,14 @@ pub fn execute_reset(bootstrap: &str, plan: &ResetPlan, wait: Duration) -> Resul
     for p in &plan.partitions {
         tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.target))
             .map_err(kafka(bootstrap))?;
-        if let Some(from) = p.emit_from.filter(|e| *e > p.target)
+        let marks = ReplayMarks {
+            emit_from: p.emit_from.filter(|e| *e > p.target),
+            follow: false,
+        };
+        if let Some(metadata) = marks.encode()
             && let Some(mut e) = tpl.find_partition(&p.topic, p.partition)
         {
-            e.set_metadata(format!("{EMIT_FROM_METADATA}{from}"));
+            e.set_metadata(metadata);
         }
     }
     if !plan.partitions.is_empty() {
@@ -732,7 +742,7 @@ fn last_records(
     if high <= low || n <= 0 {
         return Ok(None);
     }
-    let mut window = 4 * n + 60;
+    let mut window = n.saturating_mul(4).saturating_add(60);
     loop {
         let from = (high - window).max(low);
         let mut tpl = TopicPartitionList::new();
@@ -766,7 +776,7 @@ fn last_records(
         if seen.len() as i64 == n || from == low {
             return Ok(seen.front().copied());
         }
-        window *= 16;
+        window = window.saturating_mul(16);
     }
 }
 
@@ -1233,7 +1243,7 @@ pub fn tail(
         return Err(OpsError::Input(format!("topic {topic} does not exist")));
     }
     let mut tpl = TopicPartitionList::new();
-    let mut open = 0usize;
+    let mut open = std::collections::HashSet::new();
     for p in &ids {
         let (low, high) = c
             .fetch_watermarks(topic, *p, TIMEOUT)
@@ -1244,7 +1254,7 @@ pub fn tail(
             TailFrom::Last(n) => last_records(&c, bootstrap, topic, *p, n)?.unwrap_or(high),
         };
         if at < high {
-            open += 1;
+            open.insert(*p);
         }
         tpl.add_partition_offset(topic, *p, Offset::Offset(at))
             .map_err(kafka(bootstrap))?;
@@ -1253,13 +1263,21 @@ pub fn tail(
     let mut seen = 0u64;
     let mut at_end = std::collections::HashSet::new();
     loop {
-        if max.is_some_and(|m| seen >= m) || (!follow && at_end.len() >= open) {
+        if max.is_some_and(|m| seen >= m) || (!follow && open.is_subset(&at_end)) {
             return Ok(seen);
         }
         match c.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
+            }
+            Some(Ok(m)) if follow => {
+                // New records after an end: that partition is open again.
+                at_end.remove(&m.partition());
+                seen += 1;
+                if !each(render(&m, format, serde)) {
+                    return Ok(seen);
+                }
             }
             Some(Err(e)) => return Err(kafka(bootstrap)(e)),
             Some(Ok(m)) => {
@@ -1289,6 +1307,10 @@ mod tests {
         assert_eq!(d("10x"), None);
         assert_eq!(d("PT"), None);
         assert_eq!(d("P1X"), None);
+        // Absurd values are refused, not a panic.
+        assert_eq!(d("99999999999999999999d"), None);
+        assert_eq!(d("18446744073709551615d"), None);
+        assert_eq!(d("P99999999999999999999999999D"), None);
     }
 
     #[test]

@@ -374,3 +374,70 @@ fn a_replay_from_a_datetime_sends_outputs_again_only_for_later_records_and_never
         stray.first().is_some_and(|id| early_ids.contains(id))
     );
 }
+
+#[test]
+fn a_replay_interrupted_by_kill_dash_nine_resumes_in_journal_order() {
+    let app = TestApp::new("replay-kill");
+    let state = app.state_path();
+    let n_products = 10;
+    let first = Instance::spawn(&app, "i1", &state);
+    first.wait_ready();
+    let mut rng = sample::Rng::new(23);
+    let customers = seed_customers(&app, &[&first], &mut rng, 20);
+    let p = app.publisher();
+    for cmd in sample::products(&mut rng, n_products, 2000, 1) {
+        p.inventory(&cmd).unwrap();
+    }
+    p.flush().unwrap();
+    let carrier = app.carrier();
+    let orders = publish_orders(&app, &mut rng, &customers, n_products, 1500);
+    let report = erp_processors::audit::audit_until_settled(
+        &app.settings.bootstrap_servers,
+        &app.serde,
+        &app.topics,
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    assert!(
+        report.is_clean() && report.orders == orders.len(),
+        "{report}"
+    );
+    carrier.stop().unwrap();
+    wait_caught_up(&app, Duration::from_secs(120));
+    first.stop();
+    let before = digests(&state);
+
+    let replay = erp(
+        &app,
+        &state,
+        &["replay", "--all", "--execute", "--wait-secs", "30"],
+    );
+    assert!(replay.status.success());
+    let order = topologies(&app).remove(0);
+    let behind = || -> i64 {
+        ops::lag(&app.settings.bootstrap_servers, &order)
+            .unwrap()
+            .iter()
+            .map(ops::LagRow::lag)
+            .sum()
+    };
+    let initial = behind();
+    let second = Instance::spawn(&app, "i1", &state);
+    // Kill once the order processor is visibly into its journal, well before the end.
+    let at_kill = eventually(Duration::from_secs(300), "replay under way", || {
+        let now = behind();
+        (now < initial * 4 / 5).then_some(now)
+    });
+    second.kill();
+    eprintln!("killed with {at_kill} of {initial} order inputs still to replay");
+    assert!(at_kill > 0, "the kill must land mid-replay");
+    let third = Instance::spawn(&app, "i1", &state);
+    third.wait_ready();
+    wait_caught_up(&app, Duration::from_secs(300));
+    third.stop();
+    assert_eq!(
+        digests(&state),
+        before,
+        "a replay resumed after kill -9 rebuilt different state"
+    );
+}

@@ -137,12 +137,24 @@ impl TaskManager {
                 offsets
                     .add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(|e| EngineError::Kafka(e.to_string()))?;
-                // Until the replay point is passed, a restart must still mute.
-                if let Some(from) = self.mute.get(&(topic.clone(), *partition))
-                    && *next < *from
+                // Until the replay point is passed, or the journal followed to its end,
+                // a restart must know.
+                let marks = super::runtime::ReplayMarks {
+                    emit_from: self
+                        .mute
+                        .get(&(topic.clone(), *partition))
+                        .copied()
+                        .filter(|from| *next < *from),
+                    follow: self
+                        .tasks
+                        .get(partition)
+                        .and_then(|t| t.journal.as_ref())
+                        .is_some_and(|j| j.follower.is_some()),
+                };
+                if let Some(metadata) = marks.encode()
                     && let Some(mut elem) = offsets.find_partition(topic, *partition)
                 {
-                    elem.set_metadata(format!("{}{from}", super::runtime::EMIT_FROM_METADATA));
+                    elem.set_metadata(metadata);
                 }
             }
             let group = consumer

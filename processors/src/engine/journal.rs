@@ -18,7 +18,8 @@ pub fn journal_topic(application_id: &str) -> String {
     format!("{application_id}-journal")
 }
 
-const FORMAT_VERSION: u8 = 1;
+/// 2: read counts are u32 (1: u16, still read).
+const FORMAT_VERSION: u8 = 2;
 
 /// One global-store read made while processing a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub fn encode(entries: &[JournalEntry]) -> Vec<u8> {
     for e in entries {
         out.push(e.input);
         out.extend_from_slice(&e.offset.to_be_bytes());
-        out.extend_from_slice(&(e.reads.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(e.reads.len() as u32).to_be_bytes());
         for r in &e.reads {
             put_bytes(&mut out, r.store.as_bytes());
             put_bytes(&mut out, &r.key);
@@ -132,14 +133,19 @@ impl<'a> Reader<'a> {
 
 pub fn decode(bytes: &[u8]) -> Result<Vec<JournalEntry>, JournalError> {
     let mut r = Reader(bytes);
-    if r.u8()? != FORMAT_VERSION {
+    let version = r.u8()?;
+    if version != FORMAT_VERSION && version != 1 {
         return Err(JournalError("unknown format version"));
     }
     let mut entries = Vec::new();
     while !r.0.is_empty() {
         let input = r.u8()?;
         let offset = i64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
-        let n = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
+        let n = if version == 1 {
+            u32::from(u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes")))
+        } else {
+            u32::from_be_bytes(r.take(4)?.try_into().expect("4 bytes"))
+        };
         let mut reads = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let store = String::from_utf8(r.bytes()?).map_err(|_| JournalError("store name"))?;
@@ -220,6 +226,11 @@ impl<M: Positioned> Follower<M> {
             skipped: 0,
             unscripted: 0,
         }
+    }
+
+    /// The script is done, committed, and nothing is left in the buffers.
+    pub fn settled(&self) -> bool {
+        self.committed_cursor >= self.script.len() && self.buffered_total() == 0
     }
 
     pub fn following(&self) -> bool {

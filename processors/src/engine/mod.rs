@@ -36,4 +36,4 @@ pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
     Topology,
 };
-pub use runtime::{EMIT_FROM_METADATA, EngineError, StreamThread};
+pub use runtime::{EngineError, ReplayMarks, StreamThread};

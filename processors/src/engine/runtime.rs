@@ -34,9 +34,46 @@ use super::restore::{RestoreTarget, read_journal, restore};
 use super::standby::{SharedStandbys, start_standbys};
 use super::task::{StreamTask, TaskJournal};
 
-/// Offset-commit metadata a replay leaves on an input partition: records before this
-/// offset rebuild state but send nothing (their outputs are already in the log).
-pub const EMIT_FROM_METADATA: &str = "erp-replay:emit-from=";
+/// What a replay leaves in the offset-commit metadata of an input partition, e.g.
+/// `erp-replay:emit-from=120,follow`. Records before `emit-from` rebuild state but send
+/// nothing (their outputs are in the log already); `follow` says the task was following
+/// its journal, so a restart in the middle reads the whole journal again. Each commit
+/// carries the marks forward until they no longer apply.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayMarks {
+    pub emit_from: Option<i64>,
+    pub follow: bool,
+}
+
+impl ReplayMarks {
+    const PREFIX: &'static str = "erp-replay:";
+
+    pub fn parse(metadata: &str) -> Self {
+        let mut marks = Self::default();
+        if let Some(rest) = metadata.strip_prefix(Self::PREFIX) {
+            for part in rest.split(',') {
+                if part == "follow" {
+                    marks.follow = true;
+                } else if let Some(n) = part.strip_prefix("emit-from=") {
+                    marks.emit_from = n.parse().ok();
+                }
+            }
+        }
+        marks
+    }
+
+    /// The metadata string, or None when there is nothing to say.
+    pub fn encode(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(n) = self.emit_from {
+            parts.push(format!("emit-from={n}"));
+        }
+        if self.follow {
+            parts.push("follow".to_string());
+        }
+        (!parts.is_empty()).then(|| format!("{}{}", Self::PREFIX, parts.join(",")))
+    }
+}
 
 /// A follower pauses an input holding this many records it cannot release yet, and
 /// resumes it below a tenth of that.
@@ -289,7 +326,10 @@ impl TaskManager {
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
             task.processor.punctuate(&mut ctx, kind, time)
         };
+        let rebuilding = self.mute.keys().any(|(_, q)| *q == partition);
         match result {
+            // Timers of a task still rebuilding state silently send nothing either.
+            Ok(()) if rebuilding => Ok(()),
             Ok(()) => self.send_outputs(&outputs),
             Err(ProcessError::Transient(reason)) => Err(EngineError::Abortable(reason)),
             Err(ProcessError::Store(e)) => Err(e.into()),
@@ -333,7 +373,7 @@ impl TaskManager {
 
     /// After an offset reset the committed positions of task `p` are behind what its
     /// journal recorded: follow the journal from there.
-    fn load_follower(&mut self, p: i32) -> Result<(), EngineError> {
+    fn load_follower(&mut self, p: i32, was_following: bool) -> Result<(), EngineError> {
         let topic = self.topology.journal_topic();
         let starts: Vec<i64> = self
             .topology
@@ -353,20 +393,24 @@ impl TaskManager {
         if high <= low {
             return Ok(());
         }
-        let tail = read_journal(
-            &self.config.bootstrap_servers,
-            &topic,
-            p,
-            Some((high - 16).max(low)),
-        )?;
-        let mut furthest = vec![-1i64; starts.len()];
-        for e in tail.iter().flatten() {
-            if let Some(f) = furthest.get_mut(e.input as usize) {
-                *f = (*f).max(e.offset);
+        // Interrupted while following: the tail holds what the replay itself journaled,
+        // all behind the committed positions, so only the whole journal tells.
+        if !was_following {
+            let tail = read_journal(
+                &self.config.bootstrap_servers,
+                &topic,
+                p,
+                Some((high - 16).max(low)),
+            )?;
+            let mut furthest = vec![-1i64; starts.len()];
+            for e in tail.iter().flatten() {
+                if let Some(f) = furthest.get_mut(e.input as usize) {
+                    *f = (*f).max(e.offset);
+                }
             }
-        }
-        if furthest.iter().zip(&starts).all(|(f, s)| f < s) {
-            return Ok(());
+            if furthest.iter().zip(&starts).all(|(f, s)| f < s) {
+                return Ok(());
+            }
         }
         let records = read_journal(&self.config.bootstrap_servers, &topic, p, None)?;
         let script = super::journal::script(records, &starts);
@@ -437,6 +481,12 @@ impl TaskManager {
                 let Some(follower) = journal.follower.as_mut() else {
                     break;
                 };
+                if follower.buffered_total() > 0 && self.txn == super::commit::TxnState::Idle {
+                    // Open the transaction before a record leaves the buffer: if that
+                    // fails, nothing has been taken out yet.
+                    self.ensure_open()?;
+                    continue;
+                }
                 match follower.release() {
                     Step::Process(m, reads) => {
                         journal.waiting_since = None;
@@ -454,21 +504,22 @@ impl TaskManager {
                         }
                         if since.elapsed() > FOLLOWER_PATIENCE {
                             tracing::warn!(partition = p, input = %self.topology.source_topics[input as usize],
-                                "replay: the next journaled record did not come; processing the rest in arrival order");
-                            if let Some(f) = self
-                                .tasks
-                                .get_mut(&p)
-                                .and_then(|t| t.journal.as_mut())
-                                .and_then(|j| j.follower.as_mut())
+                                "replay: the next journaled record did not come in time; skipping it");
+                            if let Some(j) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut())
                             {
-                                f.abandon();
+                                j.waiting_since = None;
+                                if let Some(f) = j.follower.as_mut() {
+                                    f.skip_current();
+                                }
                             }
                             continue;
                         }
                         break;
                     }
                     Step::Idle => {
-                        if !follower.following() {
+                        // Kept until the last scripted record is committed: an abort
+                        // before that rewinds into the script again.
+                        if follower.settled() {
                             tracing::info!(application_id = %self.topology.application_id,
                                 partition = p, skipped = follower.skipped, unscripted = follower.unscripted,
                                 "replay: journal followed to its end; back to live order");
@@ -622,6 +673,7 @@ impl TaskManager {
         // Where an abort rewinds to: the group's committed offsets (retried while the
         // group coordinator is still loading).
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut following = std::collections::HashSet::new();
         let committed = loop {
             match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
                 Ok(c) => break c,
@@ -638,20 +690,24 @@ impl TaskManager {
                 _ => Offset::Beginning,
             };
             let tp = (e.topic().to_string(), e.partition());
-            if let Some(from) = e
-                .metadata()
-                .strip_prefix(EMIT_FROM_METADATA)
-                .and_then(|n| n.parse::<i64>().ok())
-            {
+            let marks = ReplayMarks::parse(e.metadata());
+            if let Some(from) = marks.emit_from {
                 tracing::info!(topic = %tp.0, partition = tp.1, committed = ?at, emit_from = from,
                     "replay: records before emit-from rebuild state without outputs");
                 self.mute.insert(tp.clone(), from);
             }
+            if marks.follow {
+                following.insert(tp.1);
+            }
             self.committed.insert(tp, at);
+        }
+        // A pause survives revoke and re-assign in librdkafka: start unpaused.
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::warn!(error = %e, "resume of the assigned partitions failed");
         }
         if self.topology.journaled() {
             for &p in &new_partitions {
-                self.load_follower(p)?;
+                self.load_follower(p, following.contains(&p))?;
             }
         }
         self.metrics
@@ -673,6 +729,15 @@ impl TaskManager {
             self.abort(consumer)?;
         }
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // A pause outlives the assignment in librdkafka: lift it before letting go.
+        for p in &revoked {
+            if let Some(j) = self.tasks.get_mut(p).and_then(|t| t.journal.as_mut()) {
+                for input in std::mem::take(&mut j.paused) {
+                    let topic = self.topology.source_topics[input as usize].clone();
+                    pause(consumer, &topic, *p, false);
+                }
+            }
+        }
         self.standbys.lock().expect("poisoned").release(&revoked);
         for p in revoked {
             if let Some(task) = self.tasks.remove(&p) {
@@ -1008,5 +1073,44 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition:
     };
     if let Err(e) = result {
         tracing::warn!(topic, partition, pause, error = %e, "pause/resume failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplayMarks;
+
+    #[test]
+    fn replay_marks_round_trip_through_commit_metadata() {
+        for marks in [
+            ReplayMarks::default(),
+            ReplayMarks {
+                emit_from: Some(120),
+                follow: false,
+            },
+            ReplayMarks {
+                emit_from: None,
+                follow: true,
+            },
+            ReplayMarks {
+                emit_from: Some(7),
+                follow: true,
+            },
+        ] {
+            let encoded = marks.encode();
+            assert_eq!(ReplayMarks::parse(encoded.as_deref().unwrap_or("")), marks);
+        }
+        assert_eq!(
+            ReplayMarks {
+                emit_from: Some(120),
+                follow: true
+            }
+            .encode()
+            .as_deref(),
+            Some("erp-replay:emit-from=120,follow")
+        );
+        // Other tools' metadata (or none) means no replay.
+        assert_eq!(ReplayMarks::parse(""), ReplayMarks::default());
+        assert_eq!(ReplayMarks::parse("something else"), ReplayMarks::default());
     }
 }

@@ -131,7 +131,12 @@ pub fn rebuild_from_inputs(
     let mut tpl = TopicPartitionList::new();
     let mut done = vec![false; inputs];
     for (i, topic) in topology.source_topics.iter().enumerate() {
-        if until[i] <= 0 {
+        // Nothing of it below `until` is left (never was, or retention took it).
+        let low = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| EngineError::Kafka(format!("watermarks of {topic}[{partition}]: {e}")))?
+            .0;
+        if until[i] <= low {
             done[i] = true;
             continue;
         }
@@ -221,8 +226,18 @@ pub fn rebuild_from_inputs(
             .position(|t| t == topic)
             .unwrap_or(0)
     };
+    let mut last_progress = std::time::Instant::now();
     while !done.iter().all(|d| *d) || follower.as_ref().is_some_and(|f| f.buffered_total() > 0) {
-        match consumer.poll(Duration::from_millis(200)) {
+        if last_progress.elapsed() > Duration::from_secs(60) {
+            return Err(EngineError::Kafka(format!(
+                "rebuild of {app}[{partition}]: no record for 60 s before reaching the committed offsets {until:?}"
+            )));
+        }
+        let polled = consumer.poll(Duration::from_millis(200));
+        if polled.is_some() {
+            last_progress = std::time::Instant::now();
+        }
+        match polled {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 // One partition per topic here: find which topic reached its end.
