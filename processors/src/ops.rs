@@ -118,6 +118,32 @@ pub fn check_registry(url: &str) -> Result<(), OpsError> {
     }
 }
 
+/// A partition's low and high watermarks. Right after a client starts (or a topic is
+/// created) the broker may not know it yet: retry for a few seconds before failing.
+fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    c: &BaseConsumer<C>,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), OpsError> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match c.fetch_watermarks(topic, partition, TIMEOUT) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(topic, partition, error = %e, "watermarks not available yet");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(OpsError::Kafka {
+                    bootstrap: bootstrap.to_string(),
+                    reason: format!("watermarks of {topic}[{partition}]: {e}"),
+                });
+            }
+        }
+    }
+}
+
 fn partitions_of(c: &BaseConsumer, bootstrap: &str, topic: &str) -> Result<Vec<i32>, OpsError> {
     let md = c
         .fetch_metadata(Some(topic), TIMEOUT)
@@ -430,9 +456,7 @@ pub fn plan_reset(
             None => None,
         };
         for p in ids {
-            let (low, high) = c
-                .fetch_watermarks(topic, p, TIMEOUT)
-                .map_err(kafka(bootstrap))?;
+            let (low, high) = watermarks(&c, bootstrap, topic, p)?;
             let cur = current.get(&p).and_then(|(o, _)| *o);
             let wanted = match to {
                 ResetTo::Earliest => low,
@@ -482,9 +506,7 @@ pub fn plan_reset(
             if topic_exists(&c, bootstrap, &topic)? {
                 let mut span = 0;
                 for p in partitions_of(&c, bootstrap, &topic)? {
-                    let (low, high) = c
-                        .fetch_watermarks(&topic, p, TIMEOUT)
-                        .map_err(kafka(bootstrap))?;
+                    let (low, high) = watermarks(&c, bootstrap, &topic, p)?;
                     span += high - low;
                 }
                 delete_topics.push((topic, span));
@@ -736,9 +758,7 @@ fn last_records(
     partition: i32,
     n: i64,
 ) -> Result<Option<i64>, OpsError> {
-    let (low, high) = c
-        .fetch_watermarks(topic, partition, TIMEOUT)
-        .map_err(kafka(bootstrap))?;
+    let (low, high) = watermarks(c, bootstrap, topic, partition)?;
     if high <= low || n <= 0 {
         return Ok(None);
     }
@@ -1245,9 +1265,7 @@ pub fn tail(
     let mut tpl = TopicPartitionList::new();
     let mut open = std::collections::HashSet::new();
     for p in &ids {
-        let (low, high) = c
-            .fetch_watermarks(topic, *p, TIMEOUT)
-            .map_err(kafka(bootstrap))?;
+        let (low, high) = watermarks(&c, bootstrap, topic, *p)?;
         let at = match from {
             TailFrom::Beginning => low,
             TailFrom::End => high,

@@ -132,10 +132,7 @@ pub fn rebuild_from_inputs(
     let mut done = vec![false; inputs];
     for (i, topic) in topology.source_topics.iter().enumerate() {
         // Nothing of it below `until` is left (never was, or retention took it).
-        let low = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .map_err(|e| EngineError::Kafka(format!("watermarks of {topic}[{partition}]: {e}")))?
-            .0;
+        let low = super::restore::watermarks(&consumer, topic, partition)?.0;
         if until[i] <= low {
             done[i] = true;
             continue;
