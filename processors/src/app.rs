@@ -292,7 +292,9 @@ pub fn watch_inventory_outcomes(
     anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
+        // Retried: right after the topics are created the broker may still answer
+        // "not leader" for a moment (seen as a failed demo start).
+        let (_, high) = crate::engine::watermarks(&consumer, &topic, p)?;
         assignment.add_partition_offset(&topic, p, Offset::Offset(high))?;
     }
     consumer.assign(&assignment)?;

@@ -36,4 +36,5 @@ pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
     Topology,
 };
+pub(crate) use restore::watermarks;
 pub use runtime::{EngineError, ReplayMarks, StreamThread};
