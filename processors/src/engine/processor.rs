@@ -22,6 +22,30 @@ pub struct InputRecord<'a> {
     pub headers: Vec<Header>,
 }
 
+impl<'a> InputRecord<'a> {
+    /// A consumed Kafka message as the processor sees it (headers copied out).
+    pub(crate) fn from_message<M: rdkafka::message::Message>(m: &'a M) -> Self {
+        use rdkafka::message::Headers;
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key(),
+            value: m.payload(),
+            headers,
+        }
+    }
+}
+
 /// One record to produce inside the current transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputRecord {

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -155,23 +155,7 @@ impl TaskManager {
             return Ok(());
         }
         self.ensure_open()?;
-        let headers = msg
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = InputRecord {
-            topic: msg.topic(),
-            partition,
-            offset: msg.offset(),
-            timestamp: msg.timestamp().to_millis().unwrap_or(0),
-            key: msg.key(),
-            value: msg.payload(),
-            headers,
-        };
+        let record = InputRecord::from_message(msg);
         // Until it is done, this record's own offset is the partition's next offset: an
         // abort from here on rewinds to (at most) it, so it is never skipped.
         let tp = (record.topic.to_string(), partition);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -151,23 +151,7 @@ pub fn rebuild_from_inputs(
                      stores: &mut BTreeMap<String, Box<dyn KeyValueStore>>,
                      stats: &mut RebuildStats|
      -> Result<(), EngineError> {
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let record = InputRecord {
-            topic: m.topic(),
-            partition,
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key(),
-            value: m.payload(),
-            headers,
-        };
+        let record = InputRecord::from_message(m);
         for s in stores.values_mut() {
             s.begin_record();
         }
