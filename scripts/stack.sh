@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local stack: a single-node KRaft Apache Kafka broker and an Apicurio schema registry,
-# both run from Maven Central jars on the JDK (no Docker here), bound to loopback.
+# both run from Maven Central jars on the JDK (no Docker here), and PostgreSQL (the
+# analytics sink's database, from Debian packages), all bound to loopback.
 #
 #   scripts/stack.sh up       install what is missing, start both, wait until ready
 #   scripts/stack.sh down     stop both (SIGTERM, wait for exit)
@@ -23,6 +24,11 @@ CONTROLLER_PORT=${ERP_KAFKA_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${ERP_REGISTRY_PORT:-8081}
 BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
+PG_PORT=${ERP_PG_PORT:-5433}
+PG_URL=postgres://erp@127.0.0.1:$PG_PORT/erp
+# PostgreSQL runs as the `postgres` user when we are root, and that user cannot enter
+# root's home: then the cluster lives under /var/lib.
+if [ "$(id -u)" = 0 ]; then PG_DIR=${ERP_PG_DIR:-/var/lib/erp-saga/postgres}; else PG_DIR=${ERP_PG_DIR:-$RUN/postgres}; fi
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -34,6 +40,7 @@ install_packages() {
   need_cmd java || missing+=(openjdk-17-jre-headless)
   need_cmd mvn || missing+=(maven)
   need_cmd curl || missing+=(curl)
+  pg_bin >/dev/null || missing+=(postgresql)
   if ((${#missing[@]})); then
     need_cmd apt-get || die "missing ${missing[*]} and no apt-get to install them"
     log "installing Debian packages: ${missing[*]}"
@@ -64,6 +71,60 @@ fetch_apicurio() {
   rm -rf "$APICURIO_HOME"; mkdir -p "$APICURIO_HOME"
   tar xzf "$dl/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_HOME"
   touch "$APICURIO_HOME/.complete"
+}
+
+# The newest installed PostgreSQL's binaries (Debian keeps them off PATH).
+pg_bin() {
+  local d; d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+# PostgreSQL refuses to run as root: the cluster belongs to the package's `postgres`
+# user when we are root, to us otherwise.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; }
+
+start_postgres() {
+  local bin; bin=$(pg_bin) || die "PostgreSQL is not installed"
+  local dir=$PG_DIR
+  if pg_ready; then
+    [ -f "$dir/data/postmaster.pid" ] || die "port $PG_PORT answers but not from a cluster this script started; stop it first"
+    log "postgres already running on 127.0.0.1:$PG_PORT"
+    return
+  fi
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    # Trust on loopback only: a development database that never leaves this machine.
+    as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+      || die "initdb failed; see $dir/initdb.log"
+    log "initialised a PostgreSQL cluster in $dir/data"
+  fi
+  log "starting postgres on 127.0.0.1:$PG_PORT"
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $dir" start >/dev/null \
+    || die "postgres did not start; see $dir/postgres.log"
+  local deadline=$((SECONDS + 60))
+  until pg_ready; do
+    ((SECONDS < deadline)) || die "postgres not ready after 60 s; see $dir/postgres.log"
+    sleep 0.5
+  done
+  if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='erp'" | grep -q 1; then
+    "$bin/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE ROLE erp LOGIN" \
+      -c "CREATE DATABASE erp OWNER erp" || die "could not create the erp role and database"
+  fi
+  log "postgres ready ($PG_URL)"
+}
+
+stop_postgres() {
+  local bin; bin=$(pg_bin) || return 0
+  if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    log "stopping postgres"
+    as_pg "$bin/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null || true
+  fi
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -205,21 +266,26 @@ case "${1:-up}" in
     mkdir -p "$RUN"
     start_kafka
     start_registry
+    start_postgres
     echo "ERP_BOOTSTRAP_SERVERS=$BOOTSTRAP"
     echo "ERP_SCHEMA_REGISTRY_URL=$REGISTRY_URL"
+    echo "ERP_POSTGRES_URL=$PG_URL"
     ;;
   down)
     stop_pid registry "$RUN/registry.pid"
     stop_pid kafka "$RUN/kafka.pid"
+    stop_postgres
     ;;
   reset)
     "$0" down
-    rm -rf "$RUN/kafka/data"
-    log "broker data wiped"
+    # The sink's database holds Kafka offsets: it goes with the broker's data.
+    rm -rf "$RUN/kafka/data" "$PG_DIR/data"
+    log "broker and database data wiped"
     ;;
   status)
     pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid")) on $BOOTSTRAP" || echo "kafka: stopped"
     pid_alive "$RUN/registry.pid" && echo "registry: running (pid $(cat "$RUN/registry.pid")) at $REGISTRY_URL" || echo "registry: stopped"
+    pg_ready && echo "postgres: running at $PG_URL" || echo "postgres: stopped"
     ;;
   fetch)
     install_packages; fetch_kafka; fetch_apicurio ;;
