@@ -19,7 +19,9 @@ CREATE TABLE event_store (
     event_type     TEXT         NOT NULL,
     event_data     JSONB        NOT NULL,
     metadata       JSONB,
-    version        BIGINT       NOT NULL,
+    -- The aggregate's version after the event; null for an event that changed nothing
+    -- (a refusal carries the version the aggregate already had: see its metadata).
+    version        BIGINT,
     occurred_at    TIMESTAMPTZ  NOT NULL,
     CONSTRAINT unique_version_per_aggregate UNIQUE (aggregate_type, aggregate_id, version)
 );

@@ -4,6 +4,7 @@
 pub mod carrier;
 pub mod publisher;
 pub mod sample;
+pub mod sink;
 
 pub use carrier::Carrier;
 pub use publisher::{CommandPublisher, PublishError};

@@ -14,6 +14,8 @@ pub struct Settings {
     pub bootstrap_servers: String,
     /// Confluent-compatible registry base URL (`ERP_SCHEMA_REGISTRY_URL`).
     pub schema_registry_url: String,
+    /// The analytics sink's database (`ERP_POSTGRES_URL`; `scripts/stack.sh up` starts one).
+    pub postgres_url: String,
     /// Where RocksDB stores live (`ERP_STATE_DIR`).
     pub state_dir: PathBuf,
     /// Query API listen address (`ERP_HTTP_ADDR`).
@@ -115,7 +117,8 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 23] = [
+    "postgres_url",
     "grpc_addr",
     "jwt_hs256_secret",
     "jwt_public_key_file",
@@ -145,6 +148,7 @@ impl Default for Settings {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
+            postgres_url: "postgres://erp@127.0.0.1:5433/erp".into(),
             state_dir: PathBuf::from("erp-state"),
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             partitions: 4,

@@ -123,6 +123,13 @@ enum Command {
         #[arg(long)]
         max: Option<u64>,
     },
+    /// The analytics sink: event topics into PostgreSQL (`ERP_POSTGRES_URL`), exactly once
+    /// (offsets stored in the same transaction as the rows). Runs until SIGTERM, or with
+    /// --until-caught-up until every partition is read to its current end.
+    Sink {
+        #[arg(long)]
+        until_caught_up: bool,
+    },
     /// The replay benchmark's baseline: a raw read_committed consume (no decoding, no
     /// processing) of every application's input topics, from the start to the end.
     #[command(hide = true)]
@@ -272,7 +279,10 @@ fn main() -> anyhow::Result<()> {
         &settings,
         matches!(
             cli.command,
-            Command::Run | Command::Processor { .. } | Command::BenchHttpBaseline { .. }
+            Command::Run
+                | Command::Processor { .. }
+                | Command::BenchHttpBaseline { .. }
+                | Command::Sink { .. }
         ),
     );
     let topics = Topics::new(settings.topic_prefix.clone());
@@ -295,6 +305,46 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
+        Command::Sink { until_caught_up } => {
+            ops::check_broker(&settings.bootstrap_servers)?;
+            let mut sink = erp_connectors::sink::AnalyticsSink::connect(
+                &settings.bootstrap_servers,
+                &settings.postgres_url,
+                serde,
+                topics,
+            )
+            .with_context(|| format!("starting the sink (database {})", settings.postgres_url))?;
+            let started = Instant::now();
+            if until_caught_up {
+                // Caught up: a quiet second after the last batch.
+                let mut quiet_since = Instant::now();
+                while quiet_since.elapsed() < Duration::from_secs(1) {
+                    if sink.poll_batch(Duration::from_millis(200))? > 0 {
+                        quiet_since = Instant::now();
+                    }
+                }
+            } else {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = stop.clone();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                std::thread::spawn(move || {
+                    rt.block_on(shutdown_signal());
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                sink.run(&stop)?;
+            }
+            let s = &sink.stats;
+            println!(
+                "sink: {} records in {} transactions ({} dead letters) in {:.1}s",
+                s.records,
+                s.batches,
+                s.dead_letters,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::BenchConsume => {
             let mut inputs: Vec<String> = Context::all_topologies(
                 &Context::ALL,
