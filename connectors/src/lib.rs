@@ -2,9 +2,11 @@
 //! deterministic sample load, and a simulated carrier that dispatches and delivers).
 
 pub mod carrier;
+pub mod generator;
 pub mod publisher;
 pub mod sample;
 pub mod sink;
+pub mod source;
 
 pub use carrier::Carrier;
 pub use publisher::{CommandPublisher, PublishError};

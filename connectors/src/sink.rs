@@ -7,7 +7,10 @@
 //! Events are decoded with their writer's schema into JSON: a field added to a schema
 //! lands in `event_store.event_data` without a code change. A value that cannot be
 //! decoded goes to `sink_dead_letters` (with its bytes and the reason) in the same
-//! transaction, and the sink goes on.
+//! transaction — exactly once — and the sink goes on. It is also sent to the Kafka
+//! dead-letter topic (`erp-analytics-sink-dlq`) with Kafka Connect's `__connect.errors.*`
+//! headers before the transaction commits: at least once there, like Connect's DLQ (a
+//! crash between the two sends it again, with the same source coordinates).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use postgres::{Client, NoTls, Transaction};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -77,10 +83,13 @@ pub struct SinkStats {
 pub struct AnalyticsSink {
     pg: Client,
     consumer: BaseConsumer,
+    dlq: BaseProducer,
     serde: Arc<AvroSerde>,
     topics: Topics,
     pub max_batch: usize,
     pub stats: SinkStats,
+    /// The next offset to write per partition (stored in PostgreSQL, or the log's start).
+    positions: HashMap<(String, i32), i64>,
 }
 
 /// The topics the sink reads, and the aggregate each keys.
@@ -121,13 +130,21 @@ impl AnalyticsSink {
             .set("isolation.level", "read_committed")
             .create()?;
         let mut tpl = TopicPartitionList::new();
+        let mut positions = HashMap::new();
         for (topic, _) in sources(&topics) {
             let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let at = stored
-                    .get(&(topic.clone(), p.id()))
-                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                tpl.add_partition_offset(&topic, p.id(), at)?;
+                let key = (topic.clone(), p.id());
+                let at = match stored.get(&key) {
+                    Some(o) => *o,
+                    None => {
+                        consumer
+                            .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?
+                            .0
+                    }
+                };
+                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(at))?;
+                positions.insert(key, at);
             }
         }
         if tpl.count() == 0 {
@@ -136,14 +153,37 @@ impl AnalyticsSink {
             ));
         }
         consumer.assign(&tpl)?;
+        let dlq: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
         Ok(Self {
             pg,
             consumer,
+            dlq,
             serde,
             topics,
             max_batch: 500,
             stats: SinkStats::default(),
+            positions,
         })
+    }
+
+    /// Every partition the sink reads.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<_> = self.positions.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The next offset the sink will write for a partition: everything before it is in
+    /// PostgreSQL.
+    pub fn position(&self, topic: &str, partition: i32) -> i64 {
+        self.positions
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Polls and writes batches until `stop` is set.
@@ -170,28 +210,78 @@ impl AnalyticsSink {
         if batch.is_empty() {
             return Ok(0);
         }
+        // The fast path writes the batch in one go; a row PostgreSQL refuses (a
+        // constraint) sends the batch again record by record, each in a savepoint, so
+        // only the refused record becomes a dead letter.
+        let dead = match self.write_batch(&batch, false) {
+            Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
+                tracing::warn!(error = %e, "a row was refused: writing the batch record by record");
+                self.write_batch(&batch, true)?
+            }
+            other => other?,
+        };
+        self.stats.records += batch.len() as u64;
+        self.stats.batches += 1;
+        self.stats.dead_letters += dead;
+        Ok(batch.len())
+    }
+
+    /// One PostgreSQL transaction: the batch's rows, its dead letters and the next
+    /// offsets. Returns the number of dead letters.
+    fn write_batch(&mut self, batch: &[OwnedMessage], careful: bool) -> Result<u64, SinkError> {
         let aggregates: HashMap<String, &'static str> = sources(&self.topics).into_iter().collect();
+        let dlq_topic = self.topics.analytics_sink_dlq();
         let mut tx = self.pg.transaction()?;
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         let mut dead = 0;
-        for m in &batch {
+        for m in batch {
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
             let decoded = m
                 .payload()
                 .ok_or_else(|| "no value".to_string())
                 .and_then(|b| self.serde.decode_json(b).map_err(|e| e.to_string()));
-            match decoded {
-                Ok((_, _, value)) => write_event(&mut tx, aggregate, m, &value)?,
-                Err(reason) => {
-                    dead += 1;
-                    tx.execute(
-                        "INSERT INTO sink_dead_letters (topic, partition, kafka_offset, reason, raw)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                        &[&m.topic(), &m.partition(), &m.offset(), &reason, &m.payload()],
-                    )?;
+            let refused = match decoded {
+                Ok((_, _, value)) if careful => {
+                    let mut sp = tx.savepoint("record")?;
+                    match write_event(&mut sp, aggregate, m, &value) {
+                        Ok(()) => {
+                            sp.commit()?;
+                            None
+                        }
+                        Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
+                            sp.rollback()?;
+                            Some(format!("refused by PostgreSQL: {e}"))
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
+                Ok((_, _, value)) => {
+                    write_event(&mut tx, aggregate, m, &value)?;
+                    None
+                }
+                Err(reason) => Some(format!("undecodable: {reason}")),
+            };
+            if let Some(reason) = refused {
+                dead += 1;
+                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
+                send_dead_letter(&self.dlq, &dlq_topic, m, &reason)?;
+                tx.execute(
+                    "INSERT INTO sink_dead_letters (topic, partition, kafka_offset, reason, raw)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &m.topic(),
+                        &m.partition(),
+                        &m.offset(),
+                        &reason,
+                        &m.payload(),
+                    ],
+                )?;
             }
+        }
+        if dead > 0 {
+            // The dead letters are in Kafka before the offsets move past them.
+            self.dlq.flush(Duration::from_secs(30))?;
         }
         for ((topic, partition), offset) in &next {
             tx.execute(
@@ -201,10 +291,51 @@ impl AnalyticsSink {
             )?;
         }
         tx.commit()?;
-        self.stats.records += batch.len() as u64;
-        self.stats.batches += 1;
-        self.stats.dead_letters += dead;
-        Ok(batch.len())
+        self.positions.extend(next);
+        Ok(dead)
+    }
+}
+
+fn send_dead_letter(
+    dlq: &BaseProducer,
+    topic: &str,
+    m: &OwnedMessage,
+    reason: &str,
+) -> Result<(), SinkError> {
+    let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "__connect.errors.topic",
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: "__connect.errors.partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "__connect.errors.offset",
+            value: Some(&offset),
+        })
+        .insert(Header {
+            key: "__connect.errors.exception.message",
+            value: Some(reason),
+        });
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).headers(headers);
+    if let Some(k) = m.key() {
+        record = record.key(k);
+    }
+    if let Some(v) = m.payload() {
+        record = record.payload(v);
+    }
+    loop {
+        match dlq.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                dlq.poll(Duration::from_millis(20));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
     }
 }
 
@@ -243,6 +374,29 @@ fn at(ms: i64) -> DateTime<Utc> {
 
 fn uuid(s: Option<&str>) -> Option<uuid::Uuid> {
     s.and_then(|s| uuid::Uuid::parse_str(s).ok())
+}
+
+fn insert_lines(
+    tx: &mut Transaction<'_>,
+    order_id: Option<uuid::Uuid>,
+    payload: &Value,
+    first_line_no: i64,
+) -> Result<(), SinkError> {
+    let lines = payload.get("lines").and_then(Value::as_array);
+    for (i, line) in lines.into_iter().flatten().enumerate() {
+        tx.execute(
+            "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                &order_id,
+                &((first_line_no + i as i64) as i32),
+                &text(line, "sku"),
+                &(line.get("quantity").and_then(Value::as_i64).unwrap_or(0) as i32),
+                &money(line, "unit_price"),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn write_event(
@@ -333,25 +487,7 @@ fn write_event(
                     &version,
                 ],
             )?;
-            for (line_no, line) in payload
-                .get("lines")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                tx.execute(
-                    "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[
-                        &id,
-                        &(line_no as i32),
-                        &text(line, "sku"),
-                        &(line.get("quantity").and_then(Value::as_i64).unwrap_or(0) as i32),
-                        &money(line, "unit_price"),
-                    ],
-                )?;
-            }
+            insert_lines(tx, id, payload, 0)?;
         }
         ("order", _) => {
             if let Some(status) = text(value, "status") {
@@ -362,6 +498,27 @@ fn write_event(
                 )?;
             }
             match kind {
+                "order_updated" => {
+                    // New lines and a new price replace the old ones.
+                    tx.execute(
+                        "UPDATE orders SET subtotal = $2, discount = $3, tax = $4,
+                                shipping_cost = $5, total = $6 WHERE id = $1",
+                        &[
+                            &id,
+                            &money(payload, "subtotal"),
+                            &money(payload, "discount"),
+                            &money(payload, "tax"),
+                            &money(payload, "shipping_cost"),
+                            &money(payload, "total"),
+                        ],
+                    )?;
+                    tx.execute("DELETE FROM order_lines WHERE order_id = $1", &[&id])?;
+                    let first = payload
+                        .get("first_line_no")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    insert_lines(tx, id, payload, first)?;
+                }
                 "order_completed" => {
                     tx.execute(
                         "UPDATE orders SET completed_at = $2, total = coalesce($3, total) WHERE id = $1",

@@ -144,6 +144,11 @@ pub async fn prepare(
             specs.push(TopicSpec::new(name, settings.partitions, 1));
         }
     }
+    specs.push(TopicSpec::new(
+        topics.analytics_sink_dlq(),
+        settings.partitions,
+        1,
+    ));
     ensure_topics(&settings.bootstrap_servers, &specs).await?;
     let subjects = topics.subjects();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

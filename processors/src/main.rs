@@ -56,27 +56,47 @@ enum Command {
     /// cancels), act as the carrier (dispatch + deliver every shipment), wait for every
     /// order's outcome and print a summary.
     DemoLoad {
-        #[arg(long, default_value_t = 20)]
-        products: usize,
-        #[arg(long, default_value_t = 300)]
-        orders: usize,
-        #[arg(long, default_value_t = 50)]
-        customers: usize,
-        /// Initial stock of each product.
-        #[arg(long, default_value_t = 500)]
-        stock: i32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// `acceptance` (10 % declines, 10 % out of stock, 5 % cancels, 2 % undeliverable,
-        /// 2 % failed captures) or `none` (every order goes through).
-        #[arg(long, default_value = "acceptance")]
-        mix: String,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Give up waiting for outcomes after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
         /// Base URL of the query API to read stock from.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         query_url: String,
+    },
+    /// Publish a synthetic load, open loop at --rate: customers, products, then orders
+    /// and cancels in the shares given. Does not wait for outcomes (see check-saga).
+    Generate {
+        #[command(flatten)]
+        shape: ShapeArgs,
+        /// Wait until the order processor behind this query API sees every customer
+        /// before the first order (else early orders may meet "unknown customer").
+        #[arg(long)]
+        query_url: Option<String>,
+        /// Skip registering customers and products (another run with this seed did).
+        #[arg(long)]
+        no_catalogue: bool,
+    },
+    /// Publish commands from NDJSON (.ndjson/.jsonl) or CSV (.csv) files. Every bad line
+    /// is reported with its number and skipped; exit 2 if there was one. Re-running a
+    /// file publishes nothing new: command ids derive from the file name and content.
+    Load {
+        /// The files, in order (load customers and products before the orders on them).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// orders, customers, products or restocks (default: from each file's name).
+        #[arg(long)]
+        kind: Option<String>,
+        /// ndjson or csv (default: from each file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Names the file in derived command ids instead of its file name.
+        #[arg(long)]
+        source_id: Option<String>,
+        /// Validate only; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Move an application's input offsets, keeping its state (like `kafka-consumer-groups
     /// --reset-offsets`). Prints the plan; changes nothing without --execute.
@@ -144,6 +164,88 @@ enum Command {
         #[arg(long)]
         body_file: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ShapeArgs {
+    #[arg(long, default_value_t = 20)]
+    products: usize,
+    #[arg(long, default_value_t = 300)]
+    orders: usize,
+    #[arg(long, default_value_t = 50)]
+    customers: usize,
+    /// Initial stock of each product.
+    #[arg(long, default_value_t = 500)]
+    stock: i32,
+    /// Same seed, same commands (and the same command ids: use another seed for
+    /// another load on the same topics).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// `acceptance` (10 % declines, 10 % out of stock, 5 % cancels, 2 % undeliverable,
+    /// 2 % failed captures) or `none` (every order goes through); the --*-pct options
+    /// override single shares.
+    #[arg(long, default_value = "acceptance")]
+    mix: String,
+    /// Percent of orders paid with a card the gateway declines.
+    #[arg(long)]
+    declined_pct: Option<u64>,
+    /// Percent of orders with a line on a product that has no stock.
+    #[arg(long)]
+    out_of_stock_pct: Option<u64>,
+    /// Percent of orders the customer cancels shortly after placing.
+    #[arg(long)]
+    cancelled_pct: Option<u64>,
+    /// Percent of orders shipped to a postal code no carrier serves.
+    #[arg(long)]
+    undeliverable_pct: Option<u64>,
+    /// Percent of orders whose payment capture fails.
+    #[arg(long)]
+    capture_fails_pct: Option<u64>,
+    /// Orders per second, open loop (default: as fast as the producer goes).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+impl ShapeArgs {
+    fn shape(&self) -> anyhow::Result<erp_connectors::generator::Shape> {
+        let mut mix = match self.mix.as_str() {
+            "acceptance" => sample::Mix::ACCEPTANCE,
+            "none" => sample::Mix::NONE,
+            other => bail!("unknown --mix {other:?}: use acceptance or none"),
+        };
+        let set = |v: Option<u64>, field: &mut u64| {
+            if let Some(v) = v {
+                *field = v;
+            }
+        };
+        set(self.declined_pct, &mut mix.declined);
+        set(self.out_of_stock_pct, &mut mix.out_of_stock);
+        set(self.cancelled_pct, &mut mix.cancelled);
+        set(self.undeliverable_pct, &mut mix.undeliverable);
+        set(self.capture_fails_pct, &mut mix.capture_fails);
+        let total =
+            mix.declined + mix.out_of_stock + mix.cancelled + mix.undeliverable + mix.capture_fails;
+        if total > 100 {
+            bail!("the mix's shares add up to {total} %, more than 100 %");
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            bail!("--rate must be a positive number of orders per second, got {r}");
+        }
+        if self.products == 0 || self.customers == 0 {
+            bail!("--products and --customers must be at least 1");
+        }
+        Ok(erp_connectors::generator::Shape {
+            customers: self.customers,
+            products: self.products,
+            stock: self.stock,
+            orders: self.orders,
+            seed: self.seed,
+            mix,
+            rate: self.rate,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -316,11 +418,26 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("starting the sink (database {})", settings.postgres_url))?;
             let started = Instant::now();
             if until_caught_up {
-                // Caught up: a quiet second after the last batch.
-                let mut quiet_since = Instant::now();
-                while quiet_since.elapsed() < Duration::from_secs(1) {
+                // Caught up: every partition written up to its last readable record as
+                // of now (transaction markers are not records).
+                let mut targets = Vec::new();
+                for (topic, partition) in sink.partitions() {
+                    let end = ops::data_end(&settings.bootstrap_servers, &topic, partition)?;
+                    targets.push((topic, partition, end));
+                }
+                let mut last_progress = Instant::now();
+                while let Some((topic, partition, end)) = targets
+                    .iter()
+                    .find(|(t, p, end)| sink.position(t, *p) < *end)
+                {
+                    if last_progress.elapsed() > Duration::from_secs(120) {
+                        bail!(
+                            "no progress for 120 s: {topic}[{partition}] is at {} of {end}",
+                            sink.position(topic, *partition)
+                        );
+                    }
                     if sink.poll_batch(Duration::from_millis(200))? > 0 {
-                        quiet_since = Instant::now();
+                        last_progress = Instant::now();
                     }
                 }
             } else {
@@ -439,37 +556,82 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Generate {
+            shape,
+            query_url,
+            no_catalogue,
+        } => {
+            let publisher =
+                CommandPublisher::new(&settings.bootstrap_servers, serde, topics.clone())?;
+            let mut generator = erp_connectors::generator::Generator::new(shape.shape()?);
+            let catalogue = generator
+                .catalogue(
+                    (!no_catalogue).then_some(&publisher),
+                    chrono::Utc::now().timestamp_millis(),
+                )
+                .context("registering customers and products")?;
+            if let Some(url) = &query_url {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()?;
+                wait_customers_visible(
+                    &http,
+                    url,
+                    &catalogue.customer_ids,
+                    Duration::from_secs(60),
+                )?;
+            }
+            let pb = bar(generator.shape.orders as u64, "orders");
+            let out = generator.orders(&publisher, &catalogue, |_| pb.inc(1))?;
+            pb.finish();
+            println!(
+                "published {} orders and {} cancels in {:.2}s ({:.0} orders/s; slowest send {} ms behind schedule)",
+                out.order_ids.len(),
+                out.cancels,
+                out.elapsed.as_secs_f64(),
+                out.order_ids.len() as f64 / out.elapsed.as_secs_f64().max(1e-9),
+                out.max_lag.as_millis()
+            );
+            Ok(())
+        }
+        Command::Load {
+            files,
+            kind,
+            format,
+            source_id,
+            dry_run,
+        } => load_files(
+            &settings,
+            topics,
+            serde,
+            &files,
+            LoadOptions {
+                kind: kind
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                format: format
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                source_id,
+                dry_run,
+            },
+        ),
         Command::DemoLoad {
-            products,
-            orders,
-            customers,
-            stock,
-            seed,
-            mix,
+            shape,
             timeout_secs,
             query_url,
-        } => {
-            let mix = match mix.as_str() {
-                "acceptance" => sample::Mix::ACCEPTANCE,
-                "none" => sample::Mix::NONE,
-                other => bail!("unknown --mix {other:?}: use acceptance or none"),
-            };
-            demo_load(
-                &settings,
-                topics,
-                serde,
-                DemoShape {
-                    products,
-                    orders,
-                    customers,
-                    stock,
-                    seed,
-                    mix,
-                },
-                Duration::from_secs(timeout_secs),
-                &query_url,
-            )
-        }
+        } => demo_load(
+            &settings,
+            topics,
+            serde,
+            shape.shape()?,
+            Duration::from_secs(timeout_secs),
+            &query_url,
+        ),
     }
 }
 
@@ -603,15 +765,6 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-struct DemoShape {
-    products: usize,
-    orders: usize,
-    customers: usize,
-    stock: i32,
-    seed: u64,
-    mix: sample::Mix,
-}
-
 /// Waits until the order processor behind `query_url` sees every customer, so no order
 /// is refused as "unknown customer" only because the customer table is still on its way.
 fn wait_customers_visible(
@@ -649,42 +802,97 @@ fn wait_customers_visible(
     Ok(())
 }
 
+struct LoadOptions {
+    kind: Option<erp_connectors::source::Kind>,
+    format: Option<erp_connectors::source::Format>,
+    source_id: Option<String>,
+    dry_run: bool,
+}
+
+/// `erp load`: every file in turn; bad lines are listed with their numbers.
+fn load_files(
+    settings: &Settings,
+    topics: Topics,
+    serde: Arc<AvroSerde>,
+    files: &[PathBuf],
+    options: LoadOptions,
+) -> anyhow::Result<()> {
+    use erp_connectors::source::{self, Kind};
+    let publisher = if options.dry_run {
+        None
+    } else {
+        ops::check_broker(&settings.bootstrap_servers)?;
+        ops::check_registry(&settings.schema_registry_url)?;
+        Some(CommandPublisher::new(
+            &settings.bootstrap_servers,
+            serde,
+            topics,
+        )?)
+    };
+    let mut skipped = 0;
+    for file in files {
+        let kind = match options.kind.or_else(|| Kind::from_path(file)) {
+            Some(k) => k,
+            None => bail!(
+                "{}: cannot tell what it holds from its name; pass --kind orders|customers|products|restocks",
+                file.display()
+            ),
+        };
+        let started = Instant::now();
+        let report = source::load_file(
+            file,
+            kind,
+            options.format,
+            options.source_id.as_deref(),
+            publisher.as_ref(),
+            true,
+        )?;
+        for e in &report.errors {
+            eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+        }
+        println!(
+            "{}: {} {kind} command(s) {} from {} line(s) in {:.2}s, {} line(s) skipped",
+            file.display(),
+            report.published,
+            if options.dry_run {
+                "valid"
+            } else {
+                "published"
+            },
+            report.lines,
+            started.elapsed().as_secs_f64(),
+            report.errors.len()
+        );
+        skipped += report.errors.len();
+    }
+    if skipped > 0 {
+        eprintln!("{skipped} line(s) skipped: see above");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
 fn demo_load(
     settings: &Settings,
     topics: Topics,
     serde: Arc<AvroSerde>,
-    shape: DemoShape,
+    shape: erp_connectors::generator::Shape,
     timeout: Duration,
     query_url: &str,
 ) -> anyhow::Result<()> {
-    let DemoShape {
-        products: n_products,
-        orders: n_orders,
-        customers: n_customers,
-        stock,
-        seed,
-        mix,
-    } = shape;
+    let n_orders = shape.orders;
+    let n_customers = shape.customers;
+    let n_products = shape.products;
+    let (stock, mix) = (shape.stock, shape.mix);
     let publisher =
         CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?;
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let mut rng = sample::Rng::new(seed);
-    let now = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
-    let registrations = sample::customers(&mut rng, n_customers.max(1), now);
-    let customer_ids: Vec<String> = registrations
-        .iter()
-        .map(|c| c.customer_id.clone())
-        .collect();
-    for cmd in &registrations {
-        publisher.customer(cmd)?;
-    }
-    for cmd in sample::products(&mut rng, n_products, stock, now) {
-        publisher.inventory(&cmd)?;
-    }
-    publisher.flush()?;
+    let mut generator = erp_connectors::generator::Generator::new(shape);
+    let catalogue = generator.catalogue(Some(&publisher), chrono::Utc::now().timestamp_millis())?;
+    let customer_ids = catalogue.customer_ids.clone();
     wait_customers_visible(&http, query_url, &customer_ids, Duration::from_secs(60))?;
     // The carrier dispatches and delivers every shipment the saga creates.
     let carrier = erp_connectors::Carrier::start(
@@ -694,35 +902,8 @@ fn demo_load(
         CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?,
     )?;
     let pb = bar(n_orders as u64, "orders");
-    let mut order_ids = HashSet::new();
-    // Cancels go out a little later than their order, so they meet the saga at
-    // different steps.
-    let mut cancels: Vec<(usize, String)> = Vec::new();
-    for i in 0..n_orders {
-        let at = chrono::Utc::now().timestamp_millis();
-        let o = sample::order(&mut rng, n_products, &customer_ids, mix, at);
-        order_ids.insert(o.command.order_id.clone());
-        publisher.order(&o.command)?;
-        if o.cancel {
-            cancels.push((i + rng.below(40) as usize, o.command.order_id.clone()));
-        }
-        cancels.retain(|(due, id)| {
-            if *due > i {
-                return true;
-            }
-            let c = sample::cancel(&mut rng, id, at);
-            publisher.order(&c).is_err()
-        });
-        pb.inc(1);
-    }
-    for (_, id) in cancels {
-        publisher.order(&sample::cancel(
-            &mut rng,
-            &id,
-            chrono::Utc::now().timestamp_millis(),
-        ))?;
-    }
-    publisher.flush()?;
+    let published = generator.orders(&publisher, &catalogue, |_| pb.inc(1))?;
+    let order_ids: HashSet<String> = published.order_ids.iter().cloned().collect();
     pb.finish();
     let published_in = started.elapsed();
 

@@ -79,6 +79,12 @@ impl Topics {
         )
     }
 
+    /// The analytics sink's dead letters: event records it could not decode, with
+    /// Kafka Connect's `__connect.errors.*` headers naming where each came from.
+    pub fn analytics_sink_dlq(&self) -> String {
+        self.name("erp-analytics-sink-dlq")
+    }
+
     /// Application id of a context's processor; consumer group, transactional ids,
     /// changelog and DLQ names derive from it.
     pub fn application_id(&self, context: &str) -> String {

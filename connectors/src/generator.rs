@@ -1,0 +1,154 @@
+//! A realistic synthetic load, open loop: customers, a catalogue, then orders at a
+//! target rate whatever the saga's pace (a closed loop would slow down with the system
+//! and hide its latency), with declines, out-of-stock lines, customer cancels,
+//! undeliverable addresses and failed captures in configurable shares.
+//!
+//! Popularity is skewed both ways: low SKU numbers sell far more (so some run out) and
+//! a few loyal customers place most orders (so they climb from Standard to Silver,
+//! Gold and Platinum as their completed orders add up — tiers cannot be bought
+//! through commands). Used by `erp generate`, the demo and the benchmarks.
+
+use std::time::{Duration, Instant};
+
+use crate::sample::{self, Mix, Rng};
+use crate::{CommandPublisher, PublishError};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub customers: usize,
+    pub products: usize,
+    /// Initial stock of each product.
+    pub stock: i32,
+    pub orders: usize,
+    pub seed: u64,
+    pub mix: Mix,
+    /// Orders per second (open loop); `None` publishes as fast as the producer can.
+    pub rate: Option<f64>,
+}
+
+/// The catalogue a load orders from.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    pub customer_ids: Vec<String>,
+    pub products: usize,
+}
+
+/// What [`Generator::orders`] published.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub order_ids: Vec<String>,
+    pub cancels: usize,
+    pub elapsed: Duration,
+    /// How far behind its schedule the slowest send was (0 when the producer kept up
+    /// with the rate).
+    pub max_lag: Duration,
+}
+
+pub struct Generator {
+    pub shape: Shape,
+    rng: Rng,
+}
+
+impl Generator {
+    pub fn new(shape: Shape) -> Self {
+        let rng = Rng::new(shape.seed);
+        Self { shape, rng }
+    }
+
+    /// Registers the customers and the products (plus [`sample::EMPTY_SKU`]) and waits
+    /// for the broker's acknowledgements. Without a publisher it only draws them (an
+    /// earlier run with this seed registered them).
+    pub fn catalogue(
+        &mut self,
+        publisher: Option<&CommandPublisher>,
+        at: i64,
+    ) -> Result<Catalogue, PublishError> {
+        let registrations = sample::customers(&mut self.rng, self.shape.customers.max(1), at);
+        let products = sample::products(&mut self.rng, self.shape.products, self.shape.stock, at);
+        if let Some(publisher) = publisher {
+            for cmd in &registrations {
+                publisher.customer(cmd)?;
+            }
+            for cmd in &products {
+                publisher.inventory(cmd)?;
+            }
+            publisher.flush()?;
+        }
+        Ok(Catalogue {
+            customer_ids: registrations.into_iter().map(|c| c.customer_id).collect(),
+            products: self.shape.products,
+        })
+    }
+
+    /// Publishes the orders (and the cancels of those the mix cancels, some orders
+    /// later, so they meet the saga at different steps) on the open-loop schedule;
+    /// `on_order` sees each order as it goes out. Each command is stamped with its
+    /// scheduled time, so latency measured from it includes any time the producer fell
+    /// behind.
+    pub fn orders(
+        &mut self,
+        publisher: &CommandPublisher,
+        catalogue: &Catalogue,
+        mut on_order: impl FnMut(&sample::SampleOrder),
+    ) -> Result<Published, PublishError> {
+        let started = Instant::now();
+        let epoch = chrono::Utc::now().timestamp_millis();
+        let mut out = Published::default();
+        let mut cancels: Vec<(usize, String)> = Vec::new();
+        let rng = &mut self.rng;
+        for i in 0..self.shape.orders {
+            let due = self
+                .shape
+                .rate
+                .map(|r| Duration::from_secs_f64(i as f64 / r.max(0.001)));
+            let at = match due {
+                Some(due) => {
+                    let now = started.elapsed();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    } else {
+                        out.max_lag = out.max_lag.max(now - due);
+                    }
+                    epoch + due.as_millis() as i64
+                }
+                None => chrono::Utc::now().timestamp_millis(),
+            };
+            let o = sample::order(
+                rng,
+                catalogue.products,
+                &catalogue.customer_ids,
+                self.shape.mix,
+                at,
+            );
+            publisher.order(&o.command)?;
+            if o.cancel {
+                cancels.push((i + rng.below(40) as usize, o.command.order_id.clone()));
+            }
+            on_order(&o);
+            out.order_ids.push(o.command.order_id);
+            let mut failed = None;
+            cancels.retain(|(due, id)| {
+                if *due > i || failed.is_some() {
+                    return true;
+                }
+                out.cancels += 1;
+                if let Err(e) = publisher.order(&sample::cancel(rng, id, at)) {
+                    failed = Some(e);
+                }
+                false
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        for (_, id) in cancels {
+            let at = chrono::Utc::now().timestamp_millis();
+            publisher.order(&sample::cancel(rng, &id, at))?;
+            out.cancels += 1;
+        }
+        publisher.flush()?;
+        out.elapsed = started.elapsed();
+        Ok(out)
+    }
+}
