@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The demo: provisions and starts Kafka + the schema registry, builds and starts the
+# The demo: provisions and starts Kafka + the schema registry + PostgreSQL, builds and starts the
 # pipeline (`erp run`: the five processors and the query API), registers customers and
 # products, runs a mixed load of orders (declines, out of stock, cancels, undeliverable
 # addresses, failed captures) with a simulated carrier, checks the saga's invariants on
-# the committed topics, prints a summary and the URLs to query. The pipeline keeps
+# the committed topics, runs the analytics sink into PostgreSQL and README's queries,
+# prints a summary and the URLs to query. The pipeline keeps
 # running afterwards; `scripts/demo.sh stop` stops it and the stack.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +56,11 @@ echo
 echo "[demo] checking the saga's invariants on the committed event topics"
 "$CARGO_TARGET_DIR/debug/erp" check-saga --timeout-secs 120
 echo
+echo "[demo] analytics: the event topics into PostgreSQL, exactly once (erp sink)"
+"$CARGO_TARGET_DIR/debug/erp" sink --fresh --until-caught-up
+# README's analytics queries, as they are written there.
+awk '/^```sql/ { f = 1; next } /^```/ { f = 0 } f && /^-- / { print "\\echo " substr($0, 4); next } f' README.md | scripts/stack.sh psql -q -P pager=off
+echo
 echo "Where to look:"
 echo "  curl -s '$URL/api/v1/orders?limit=5'            # newest orders (all instances)"
 echo "  curl -s $URL/api/v1/orders/<id>/timeline       # one order's saga, step by step"
@@ -62,5 +68,7 @@ echo "  curl -s $URL/api/v1/inventory                  # low-stock products"
 echo "  curl -s $URL/openapi.json                      # the whole API (OpenAPI 3)"
 echo "  curl -s $URL/metrics | grep ^erp_              # Prometheus metrics"
 echo "  gRPC inventory service on $ERP_GRPC_ADDR (schemas/proto/inventory.proto)"
+echo "  scripts/stack.sh psql                         # the analytics tables (README: Connectors)"
+echo "  $CARGO_TARGET_DIR/debug/erp tail ${ERP_TOPIC_PREFIX}order-events --last 3   # decoded events"
 echo "The pipeline is still running (pid $(cat "$PIDFILE"), topics prefixed '$ERP_TOPIC_PREFIX')."
 echo "Stop everything with: scripts/demo.sh stop"

@@ -3,10 +3,12 @@
 # both run from Maven Central jars on the JDK (no Docker here), and PostgreSQL (the
 # analytics sink's database, from Debian packages), all bound to loopback.
 #
-#   scripts/stack.sh up       install what is missing, start both, wait until ready
-#   scripts/stack.sh down     stop both (SIGTERM, wait for exit)
+#   scripts/stack.sh up       install what is missing, start all three, wait until ready
+#   scripts/stack.sh down     stop them (SIGTERM, wait for exit)
 #   scripts/stack.sh status   print what runs
-#   scripts/stack.sh reset    down + wipe broker data (a fresh cluster next `up`)
+#   scripts/stack.sh reset    down + wipe broker and database data (fresh next `up`)
+#   scripts/stack.sh psql …   psql on the analytics database (e.g. -c 'SELECT …')
+#   scripts/stack.sh tool …   one of Kafka's command-line tools (see below)
 #
 # Idempotent: `up` on a running stack only re-checks readiness.
 # Everything lives under $ERP_CACHE (default ~/.cache/erp-saga), outside the clone.
@@ -289,6 +291,12 @@ case "${1:-up}" in
     ;;
   fetch)
     install_packages; fetch_kafka; fetch_apicurio ;;
+  psql)
+    shift
+    bin=$(pg_bin) || die "PostgreSQL is not installed: run $0 up"
+    pg_ready || die "postgres is not running on 127.0.0.1:$PG_PORT: run $0 up"
+    exec "$bin/psql" "$PG_URL" "$@"
+    ;;
   tool)
     # Kafka's own command-line tools from the same jars, e.g.
     #   scripts/stack.sh tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --help

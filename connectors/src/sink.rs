@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use postgres::{Client, NoTls, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Statement, Transaction};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -45,12 +46,23 @@ pub enum SinkError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Registry(String),
+}
+
+/// A schema name the sink can put in SQL unquoted (it is never taken from a record).
+pub fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 63
 }
 
 /// Applies the migrations not applied yet, each in its own transaction.
 pub fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
     pg.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+        "SET client_min_messages TO warning;
+         CREATE TABLE IF NOT EXISTS schema_migrations (
              name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
          CREATE TABLE IF NOT EXISTS sink_dead_letters (
              topic TEXT NOT NULL, partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
@@ -90,6 +102,7 @@ pub struct AnalyticsSink {
     pub stats: SinkStats,
     /// The next offset to write per partition (stored in PostgreSQL, or the log's start).
     positions: HashMap<(String, i32), i64>,
+    statements: HashMap<String, Statement>,
 }
 
 /// The topics the sink reads, and the aggregate each keys.
@@ -104,13 +117,32 @@ fn sources(topics: &Topics) -> Vec<(String, &'static str)> {
 }
 
 impl AnalyticsSink {
+    /// Connects to PostgreSQL, works in `schema` (created if missing; with `fresh`,
+    /// dropped first with every table in it), applies the migrations and assigns the
+    /// event topics' partitions at the stored offsets.
     pub fn connect(
         bootstrap: &str,
         postgres_url: &str,
+        schema: &str,
+        fresh: bool,
         serde: Arc<AvroSerde>,
         topics: Topics,
     ) -> Result<Self, SinkError> {
+        if !valid_schema_name(schema) {
+            return Err(SinkError::Config(format!(
+                "{schema:?} is not a schema name this sink uses (a-z, 0-9, _)"
+            )));
+        }
         let mut pg = Client::connect(postgres_url, NoTls)?;
+        if fresh {
+            pg.batch_execute(&format!(
+                "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
+            ))?;
+        }
+        pg.batch_execute(&format!(
+            "SET client_min_messages TO warning;
+             CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        ))?;
         let applied = migrate(&mut pg)?;
         if !applied.is_empty() {
             tracing::info!(?applied, "migrations applied");
@@ -167,6 +199,7 @@ impl AnalyticsSink {
             max_batch: 500,
             stats: SinkStats::default(),
             positions,
+            statements: HashMap::new(),
         })
     }
 
@@ -213,12 +246,26 @@ impl AnalyticsSink {
         // The fast path writes the batch in one go; a row PostgreSQL refuses (a
         // constraint) sends the batch again record by record, each in a savepoint, so
         // only the refused record becomes a dead letter.
-        let dead = match self.write_batch(&batch, false) {
-            Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
-                tracing::warn!(error = %e, "a row was refused: writing the batch record by record");
-                self.write_batch(&batch, true)?
+        // The registry being away is not the records' fault: the batch waits for it
+        // (nothing was committed), for up to 5 minutes.
+        let mut backoff = Duration::from_millis(250);
+        let gave_up = Instant::now() + Duration::from_secs(300);
+        let dead = loop {
+            let written = match self.write_batch(&batch, false) {
+                Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
+                    tracing::warn!(error = %e, "a row was refused: writing the batch record by record");
+                    self.write_batch(&batch, true)
+                }
+                other => other,
+            };
+            match written {
+                Err(SinkError::Registry(e)) if Instant::now() < gave_up => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                other => break other?,
             }
-            other => other?,
         };
         self.stats.records += batch.len() as u64;
         self.stats.batches += 1;
@@ -233,18 +280,24 @@ impl AnalyticsSink {
         let dlq_topic = self.topics.analytics_sink_dlq();
         let mut tx = self.pg.transaction()?;
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        let mut dead = 0;
+        let mut dead = Vec::new();
         for m in batch {
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
-            let decoded = m
-                .payload()
-                .ok_or_else(|| "no value".to_string())
-                .and_then(|b| self.serde.decode_json(b).map_err(|e| e.to_string()));
+            let decoded = match m.payload().map(|b| self.serde.decode_json(b)) {
+                None => Err("no value (a tombstone)".to_string()),
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) if e.is_retriable() => return Err(SinkError::Registry(e.to_string())),
+                Some(Err(e)) => Err(e.to_string()),
+            };
             let refused = match decoded {
                 Ok((_, _, value)) if careful => {
                     let mut sp = tx.savepoint("record")?;
-                    match write_event(&mut sp, aggregate, m, &value) {
+                    let mut w = Writer {
+                        tx: &mut sp,
+                        statements: &mut self.statements,
+                    };
+                    match write_event(&mut w, aggregate, m, &value) {
                         Ok(()) => {
                             sp.commit()?;
                             None
@@ -257,15 +310,16 @@ impl AnalyticsSink {
                     }
                 }
                 Ok((_, _, value)) => {
-                    write_event(&mut tx, aggregate, m, &value)?;
+                    let mut w = Writer {
+                        tx: &mut tx,
+                        statements: &mut self.statements,
+                    };
+                    write_event(&mut w, aggregate, m, &value)?;
                     None
                 }
                 Err(reason) => Some(format!("undecodable: {reason}")),
             };
             if let Some(reason) = refused {
-                dead += 1;
-                tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
-                send_dead_letter(&self.dlq, &dlq_topic, m, &reason)?;
                 tx.execute(
                     "INSERT INTO sink_dead_letters (topic, partition, kafka_offset, reason, raw)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -277,10 +331,17 @@ impl AnalyticsSink {
                         &m.payload(),
                     ],
                 )?;
+                dead.push((m, reason));
             }
         }
-        if dead > 0 {
-            // The dead letters are in Kafka before the offsets move past them.
+        // Only a batch PostgreSQL took sends its dead letters (a fast path that failed
+        // halfway must not send them twice); they are in Kafka before the offsets move
+        // past them.
+        for (m, reason) in &dead {
+            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
+            send_dead_letter(&self.dlq, &dlq_topic, m, reason)?;
+        }
+        if !dead.is_empty() {
             self.dlq.flush(Duration::from_secs(30))?;
         }
         for ((topic, partition), offset) in &next {
@@ -292,7 +353,7 @@ impl AnalyticsSink {
         }
         tx.commit()?;
         self.positions.extend(next);
-        Ok(dead)
+        Ok(dead.len() as u64)
     }
 }
 
@@ -351,13 +412,26 @@ const ENVELOPE: &[&str] = &[
     "status",
 ];
 
-/// The event's type: the one payload field of the envelope that is set.
+/// The event's type: the one payload field of the envelope that is set (payloads are
+/// records; a scalar field a newer schema added to the envelope is not one).
 fn event_type(value: &Value) -> Option<(&str, &Value)> {
     value
         .as_object()?
         .iter()
-        .find(|(k, v)| !ENVELOPE.contains(&k.as_str()) && !v.is_null())
+        .find(|(k, v)| !ENVELOPE.contains(&k.as_str()) && v.is_object())
         .map(|(k, v)| (k.as_str(), v))
+}
+
+/// Envelope fields this sink does not know (added by a newer schema): kept in the
+/// event's metadata, so nothing a producer sent is dropped.
+fn unknown_fields(value: &Value) -> serde_json::Map<String, Value> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| !ENVELOPE.contains(&k.as_str()) && !v.is_object() && !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn text<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
@@ -376,8 +450,40 @@ fn uuid(s: Option<&str>) -> Option<uuid::Uuid> {
     s.and_then(|s| uuid::Uuid::parse_str(s).ok())
 }
 
+/// A transaction with prepared statements: each SQL text is parsed once per
+/// connection, not once per row (a round trip saved per statement).
+struct Writer<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl Writer<'_, '_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, SinkError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, SinkError> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.execute(&s, params)?)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>, SinkError> {
+        let s = self.statement(sql)?;
+        Ok(self.tx.query_opt(&s, params)?)
+    }
+}
+
 fn insert_lines(
-    tx: &mut Transaction<'_>,
+    tx: &mut Writer<'_, '_>,
     order_id: Option<uuid::Uuid>,
     payload: &Value,
     first_line_no: i64,
@@ -400,7 +506,7 @@ fn insert_lines(
 }
 
 fn write_event(
-    tx: &mut Transaction<'_>,
+    tx: &mut Writer<'_, '_>,
     aggregate: &str,
     m: &OwnedMessage,
     value: &Value,
@@ -418,11 +524,15 @@ fn write_event(
         .get("occurred_at")
         .and_then(Value::as_i64)
         .unwrap_or(0));
-    let metadata = json!({
+    let mut metadata = json!({
         "correlation_id": value.get("correlation_id"),
         "causation_id": value.get("causation_id"),
         "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
     });
+    let extra = unknown_fields(value);
+    if !extra.is_empty() {
+        metadata["extra"] = Value::Object(extra);
+    }
     // A replay sends events again with the same ids: the first copy stays. An event
     // that changed nothing (a refusal) carries the version its aggregate already had;
     // the version column is the aggregate's history, so such an event is kept with a

@@ -374,10 +374,7 @@ pub fn load_file(
                 report.published += 1;
             }
             Ok(None) => {}
-            Err(e) => {
-                bar.suspend(|| tracing::warn!(line = e.line, reason = %e.message, "line skipped"));
-                report.errors.push(e);
-            }
+            Err(e) => report.errors.push(e),
         }
     }
     if let Some(p) = publisher {

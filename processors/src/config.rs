@@ -16,6 +16,8 @@ pub struct Settings {
     pub schema_registry_url: String,
     /// The analytics sink's database (`ERP_POSTGRES_URL`; `scripts/stack.sh up` starts one).
     pub postgres_url: String,
+    /// The PostgreSQL schema the sink writes its tables in (`ERP_POSTGRES_SCHEMA`).
+    pub postgres_schema: String,
     /// Where RocksDB stores live (`ERP_STATE_DIR`).
     pub state_dir: PathBuf,
     /// Query API listen address (`ERP_HTTP_ADDR`).
@@ -117,8 +119,9 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 24] = [
     "postgres_url",
+    "postgres_schema",
     "grpc_addr",
     "jwt_hs256_secret",
     "jwt_public_key_file",
@@ -149,6 +152,7 @@ impl Default for Settings {
             bootstrap_servers: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             postgres_url: "postgres://erp@127.0.0.1:5433/erp".into(),
+            postgres_schema: "public".into(),
             state_dir: PathBuf::from("erp-state"),
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             partitions: 4,
@@ -220,6 +224,12 @@ impl Settings {
             return bad(format!(
                 "schema_registry_url must be an http(s) URL, got {:?}",
                 self.schema_registry_url
+            ));
+        }
+        if !erp_connectors::sink::valid_schema_name(&self.postgres_schema) {
+            return bad(format!(
+                "postgres_schema must be a lower-case SQL identifier (a-z, 0-9, _; not starting with a digit; at most 63), got {:?}",
+                self.postgres_schema
             ));
         }
         if self.bootstrap_servers.trim().is_empty() {

@@ -149,6 +149,10 @@ enum Command {
     Sink {
         #[arg(long)]
         until_caught_up: bool,
+        /// Drop the sink's schema (`ERP_POSTGRES_SCHEMA`) with its tables and offsets
+        /// first, and read the event topics again from the start.
+        #[arg(long)]
+        fresh: bool,
     },
     /// The replay benchmark's baseline: a raw read_committed consume (no decoding, no
     /// processing) of every application's input topics, from the start to the end.
@@ -407,11 +411,16 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
-        Command::Sink { until_caught_up } => {
+        Command::Sink {
+            until_caught_up,
+            fresh,
+        } => {
             ops::check_broker(&settings.bootstrap_servers)?;
             let mut sink = erp_connectors::sink::AnalyticsSink::connect(
                 &settings.bootstrap_servers,
                 &settings.postgres_url,
+                &settings.postgres_schema,
+                fresh,
                 serde,
                 topics,
             )
@@ -850,18 +859,18 @@ fn load_files(
         for e in &report.errors {
             eprintln!("{}:{}: {}", file.display(), e.line, e.message);
         }
+        let done = if options.dry_run {
+            "valid"
+        } else {
+            "published"
+        };
         println!(
-            "{}: {} {kind} command(s) {} from {} line(s) in {:.2}s, {} line(s) skipped",
+            "{} ({kind}): {} command(s) {done}, {} line(s) skipped, {} line(s) in {:.2}s",
             file.display(),
             report.published,
-            if options.dry_run {
-                "valid"
-            } else {
-                "published"
-            },
+            report.errors.len(),
             report.lines,
             started.elapsed().as_secs_f64(),
-            report.errors.len()
         );
         skipped += report.errors.len();
     }

@@ -268,6 +268,8 @@ impl AvroSerde {
             let reason = describe(&e);
             if e.retriable {
                 WireError::Registry(reason)
+            } else if reason.contains("schema") && !reason.contains("decod") {
+                WireError::UnknownSchema { id, reason }
             } else {
                 WireError::Malformed(reason)
             }

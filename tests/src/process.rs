@@ -5,10 +5,12 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use erp_connectors::sample::{self, Rng};
+use erp_processors::app::Context;
 use erp_processors::audit::AuditReport;
+use erp_processors::ops;
 use erp_schemas::{SchemaKind, wire};
 
 use crate::{TestApp, eventually};
@@ -23,6 +25,48 @@ pub fn erp_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `erp <args>` with the test application's broker, registry, prefix and partitions.
+pub fn erp_command(app: &TestApp, args: &[&str]) -> Command {
+    let mut c = Command::new(erp_binary());
+    c.args(args)
+        .env("ERP_BOOTSTRAP_SERVERS", &app.settings.bootstrap_servers)
+        .env("ERP_SCHEMA_REGISTRY_URL", &app.settings.schema_registry_url)
+        .env("ERP_TOPIC_PREFIX", &app.topics.prefix)
+        .env("ERP_PARTITIONS", app.settings.partitions.to_string())
+        .env("RUST_LOG", "warn");
+    c
+}
+
+pub fn topologies(app: &TestApp) -> Vec<erp_processors::engine::Topology> {
+    Context::all_topologies(&Context::ALL, &app.topics, app.serde.clone(), app.saga)
+}
+
+/// Waits until every group committed past the last record of each of its inputs, twice
+/// in a row a second apart (reprocessed outputs feed other groups).
+pub fn wait_caught_up(app: &TestApp, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut quiet = 0;
+    loop {
+        let mut behind = 0;
+        for t in topologies(app) {
+            behind += ops::lag(&app.settings.bootstrap_servers, &t)
+                .unwrap()
+                .iter()
+                .map(ops::LagRow::lag)
+                .sum::<i64>();
+        }
+        quiet = if behind == 0 { quiet + 1 } else { 0 };
+        if quiet >= 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {behind} records behind after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 pub fn free_port() -> u16 {

@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use erp_connectors::sample::{self, Mix};
-use erp_processors::app::Context;
 use erp_processors::ops::{self, Digest};
 use erp_schemas::{SchemaKind, wire};
-use erp_tests::process::{Instance, check_saga_invariants, erp_binary, seed_customers};
+use erp_tests::process::{
+    Instance, check_saga_invariants, erp_command, seed_customers, topologies, wait_caught_up,
+};
 
 use erp_tests::{TestApp, eventually};
 
@@ -33,14 +34,8 @@ fn digests(state: &Path) -> Digests {
 }
 
 fn erp(app: &TestApp, state: &Path, args: &[&str]) -> Output {
-    let out = Command::new(erp_binary())
-        .args(args)
-        .env("ERP_BOOTSTRAP_SERVERS", &app.settings.bootstrap_servers)
-        .env("ERP_SCHEMA_REGISTRY_URL", &app.settings.schema_registry_url)
+    let out = erp_command(app, args)
         .env("ERP_STATE_DIR", state)
-        .env("ERP_TOPIC_PREFIX", &app.topics.prefix)
-        .env("ERP_PARTITIONS", app.settings.partitions.to_string())
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run erp");
     eprintln!(
@@ -50,36 +45,6 @@ fn erp(app: &TestApp, state: &Path, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn topologies(app: &TestApp) -> Vec<erp_processors::engine::Topology> {
-    Context::all_topologies(&Context::ALL, &app.topics, app.serde.clone(), app.saga)
-}
-
-/// Waits until every group committed past the last record of each of its inputs, twice
-/// in a row a second apart (reprocessed outputs feed other groups).
-fn wait_caught_up(app: &TestApp, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut quiet = 0;
-    loop {
-        let mut behind = 0;
-        for t in topologies(app) {
-            behind += ops::lag(&app.settings.bootstrap_servers, &t)
-                .unwrap()
-                .iter()
-                .map(ops::LagRow::lag)
-                .sum::<i64>();
-        }
-        quiet = if behind == 0 { quiet + 1 } else { 0 };
-        if quiet >= 2 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {behind} records behind after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 fn wait_groups_empty(app: &TestApp) {
