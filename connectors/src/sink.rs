@@ -11,15 +11,19 @@
 //! dead-letter topic (`erp-analytics-sink-dlq`) with Kafka Connect's `__connect.errors.*`
 //! headers before the transaction commits: at least once there, like Connect's DLQ (a
 //! crash between the two sends it again, with the same source coordinates).
+//!
+//! Each event becomes a few SQL statements planned up front ([`plan_event`], no I/O); a
+//! batch's statements go to PostgreSQL pipelined (sent back to back, answered in
+//! order), so a batch costs a handful of round trips instead of several per event.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Statement, Transaction};
+use futures_util::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -28,6 +32,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 
 use erp_schemas::AvroSerde;
 use erp_schemas::topics::Topics;
@@ -41,13 +47,23 @@ const MIGRATIONS: &[(&str, &str)] = &[(
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("PostgreSQL: {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
     Registry(String),
+    #[error("runtime: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SinkError {
+    /// PostgreSQL refused a statement (a constraint, a type): the data's fault, not the
+    /// connection's.
+    fn is_refusal(&self) -> bool {
+        matches!(self, SinkError::Postgres(e) if e.as_db_error().is_some())
+    }
 }
 
 /// A schema name the sink can put in SQL unquoted (it is never taken from a record).
@@ -59,7 +75,7 @@ pub fn valid_schema_name(name: &str) -> bool {
 }
 
 /// Applies the migrations not applied yet, each in its own transaction.
-pub fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
+async fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
     pg.batch_execute(
         "SET client_min_messages TO warning;
          CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -67,19 +83,22 @@ pub fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
          CREATE TABLE IF NOT EXISTS sink_dead_letters (
              topic TEXT NOT NULL, partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
              reason TEXT NOT NULL, raw BYTEA, PRIMARY KEY (topic, partition, kafka_offset));",
-    )?;
+    )
+    .await?;
     let mut applied = Vec::new();
     for (name, sql) in MIGRATIONS {
-        let mut tx = pg.transaction()?;
+        let tx = pg.transaction().await?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])?
+            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .await?
             .is_some();
         if !done {
-            tx.batch_execute(sql)?;
-            tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])?;
+            tx.batch_execute(sql).await?;
+            tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])
+                .await?;
             applied.push(*name);
         }
-        tx.commit()?;
+        tx.commit().await?;
     }
     Ok(applied)
 }
@@ -93,6 +112,8 @@ pub struct SinkStats {
 }
 
 pub struct AnalyticsSink {
+    /// Drives the PostgreSQL connection; every database call is `block_on` here.
+    rt: tokio::runtime::Runtime,
     pg: Client,
     consumer: BaseConsumer,
     dlq: BaseProducer,
@@ -102,7 +123,13 @@ pub struct AnalyticsSink {
     pub stats: SinkStats,
     /// The next offset to write per partition (stored in PostgreSQL, or the log's start).
     positions: HashMap<(String, i32), i64>,
-    statements: HashMap<String, Statement>,
+    /// Prepared statements by SQL text: parsed once per connection.
+    statements: HashMap<Cow<'static, str>, Statement>,
+}
+
+/// The event topics the sink reads.
+pub fn event_topics(topics: &Topics) -> Vec<String> {
+    sources(topics).into_iter().map(|(t, _)| t).collect()
 }
 
 /// The topics the sink reads, and the aggregate each keys.
@@ -114,6 +141,55 @@ fn sources(topics: &Topics) -> Vec<(String, &'static str)> {
         (topics.inventory_events(), "product"),
         (topics.customer_events(), "customer"),
     ]
+}
+
+/// One SQL statement with its parameters, planned before any I/O.
+pub struct Op {
+    pub sql: Cow<'static, str>,
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+fn op(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Op {
+    Op {
+        sql: Cow::Borrowed(sql),
+        params,
+    }
+}
+
+/// Prepares what `ops` need and not yet prepared, then runs them pipelined, in order.
+async fn run_ops<C: GenericClient + Sync>(
+    client: &C,
+    statements: &mut HashMap<Cow<'static, str>, Statement>,
+    ops: &[&Op],
+) -> Result<(), SinkError> {
+    let mut missing: Vec<&Cow<'static, str>> = ops
+        .iter()
+        .map(|o| &o.sql)
+        .filter(|sql| !statements.contains_key(*sql))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    let prepared = try_join_all(missing.iter().map(|sql| client.prepare(sql))).await?;
+    for (sql, statement) in missing.into_iter().zip(prepared) {
+        statements.insert(sql.clone(), statement);
+    }
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = ops
+        .iter()
+        .map(|o| {
+            o.params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect()
+        })
+        .collect();
+    let statements = &*statements;
+    try_join_all(
+        ops.iter()
+            .zip(&params)
+            .map(|(o, p)| client.execute(&statements[&o.sql], p)),
+    )
+    .await?;
+    Ok(())
 }
 
 impl AnalyticsSink {
@@ -133,28 +209,42 @@ impl AnalyticsSink {
                 "{schema:?} is not a schema name this sink uses (a-z, 0-9, _)"
             )));
         }
-        let mut pg = Client::connect(postgres_url, NoTls)?;
-        if fresh {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (pg, stored) = rt.block_on(async {
+            let (mut pg, connection) = tokio_postgres::connect(postgres_url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "PostgreSQL connection lost");
+                }
+            });
+            if fresh {
+                pg.batch_execute(&format!(
+                    "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                ))
+                .await?;
+            }
             pg.batch_execute(&format!(
-                "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
-            ))?;
-        }
-        pg.batch_execute(&format!(
-            "SET client_min_messages TO warning;
-             CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
-        ))?;
-        let applied = migrate(&mut pg)?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "migrations applied");
-        }
-        let stored: HashMap<(String, i32), i64> = pg
-            .query(
-                "SELECT topic, partition, next_offset FROM sink_offsets",
-                &[],
-            )?
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect();
+                "SET client_min_messages TO warning;
+                 CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+            ))
+            .await?;
+            let applied = migrate(&mut pg).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+            let stored: HashMap<(String, i32), i64> = pg
+                .query(
+                    "SELECT topic, partition, next_offset FROM sink_offsets",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                .collect();
+            Ok::<_, SinkError>((pg, stored))
+        })?;
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", format!("{}erp-analytics-sink", topics.prefix))
@@ -191,6 +281,7 @@ impl AnalyticsSink {
             .set("acks", "all")
             .create()?;
         Ok(Self {
+            rt,
             pg,
             consumer,
             dlq,
@@ -243,22 +334,12 @@ impl AnalyticsSink {
         if batch.is_empty() {
             return Ok(0);
         }
-        // The fast path writes the batch in one go; a row PostgreSQL refuses (a
-        // constraint) sends the batch again record by record, each in a savepoint, so
-        // only the refused record becomes a dead letter.
         // The registry being away is not the records' fault: the batch waits for it
         // (nothing was committed), for up to 5 minutes.
         let mut backoff = Duration::from_millis(250);
         let gave_up = Instant::now() + Duration::from_secs(300);
         let dead = loop {
-            let written = match self.write_batch(&batch, false) {
-                Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
-                    tracing::warn!(error = %e, "a row was refused: writing the batch record by record");
-                    self.write_batch(&batch, true)
-                }
-                other => other,
-            };
-            match written {
+            match self.write_batch(&batch) {
                 Err(SinkError::Registry(e)) if Instant::now() < gave_up => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable");
                     std::thread::sleep(backoff);
@@ -275,86 +356,153 @@ impl AnalyticsSink {
 
     /// One PostgreSQL transaction: the batch's rows, its dead letters and the next
     /// offsets. Returns the number of dead letters.
-    fn write_batch(&mut self, batch: &[OwnedMessage], careful: bool) -> Result<u64, SinkError> {
+    fn write_batch(&mut self, batch: &[OwnedMessage]) -> Result<u64, SinkError> {
         let aggregates: HashMap<String, &'static str> = sources(&self.topics).into_iter().collect();
-        let dlq_topic = self.topics.analytics_sink_dlq();
-        let mut tx = self.pg.transaction()?;
+        // Decode and plan every record first: no I/O but the registry's (cached) schemas.
+        let mut planned: Vec<(&OwnedMessage, Result<Option<Plan>, String>)> = Vec::new();
+        for m in batch {
+            let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
+            let plan = match m.payload().map(|b| self.serde.decode_json(b)) {
+                None => Err("undecodable: no value (a tombstone)".to_string()),
+                Some(Ok((_, _, value))) => Ok(plan_event(
+                    aggregate,
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    &value,
+                )),
+                Some(Err(e)) if e.is_retriable() => return Err(SinkError::Registry(e.to_string())),
+                Some(Err(e)) => Err(format!("undecodable: {e}")),
+            };
+            planned.push((m, plan));
+        }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
-        let mut dead = Vec::new();
         for m in batch {
             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-            let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
-            let decoded = match m.payload().map(|b| self.serde.decode_json(b)) {
-                None => Err("no value (a tombstone)".to_string()),
-                Some(Ok(v)) => Ok(v),
-                Some(Err(e)) if e.is_retriable() => return Err(SinkError::Registry(e.to_string())),
-                Some(Err(e)) => Err(e.to_string()),
-            };
-            let refused = match decoded {
-                Ok((_, _, value)) if careful => {
-                    let mut sp = tx.savepoint("record")?;
-                    let mut w = Writer {
-                        tx: &mut sp,
-                        statements: &mut self.statements,
-                    };
-                    match write_event(&mut w, aggregate, m, &value) {
-                        Ok(()) => {
-                            sp.commit()?;
-                            None
-                        }
-                        Err(SinkError::Postgres(e)) if e.as_db_error().is_some() => {
-                            sp.rollback()?;
-                            Some(format!("refused by PostgreSQL: {e}"))
-                        }
-                        Err(e) => return Err(e),
-                    }
+        }
+        let offsets: Vec<Op> = next
+            .iter()
+            .map(|((topic, partition), offset)| {
+                op(
+                    "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
+                     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                    vec![Box::new(topic.clone()), Box::new(*partition), Box::new(*offset)],
+                )
+            })
+            .collect();
+        let dead_letter = |m: &OwnedMessage, reason: &str| {
+            op(
+                "INSERT INTO sink_dead_letters (topic, partition, kafka_offset, reason, raw)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                vec![
+                    Box::new(m.topic().to_string()),
+                    Box::new(m.partition()),
+                    Box::new(m.offset()),
+                    Box::new(reason.to_string()),
+                    Box::new(m.payload().map(<[u8]>::to_vec)),
+                ],
+            )
+        };
+        // Dead letters found while decoding, as rows.
+        let undecodable: Vec<(&OwnedMessage, String, Op)> = planned
+            .iter()
+            .filter_map(|(m, plan)| {
+                plan.as_ref()
+                    .err()
+                    .map(|r| (*m, r.clone(), dead_letter(m, r)))
+            })
+            .collect();
+        let offsets: Vec<&Op> = offsets.iter().collect();
+        let (pg, statements, dlq, topics) =
+            (&mut self.pg, &mut self.statements, &self.dlq, &self.topics);
+        let dead: Vec<(&OwnedMessage, String)> = self.rt.block_on(async {
+            // Fast path: the whole batch in one transaction: the event rows and the
+            // order statuses set-based, the other rows pipelined.
+            let plans: Vec<&Plan> = planned
+                .iter()
+                .filter_map(|(_, plan)| plan.as_ref().ok().and_then(Option::as_ref))
+                .collect();
+            let events = (!plans.is_empty()).then(|| insert_events(&plans));
+            let statuses = update_statuses(&plans);
+            let ops: Vec<&Op> = events
+                .iter()
+                .chain(plans.iter().flat_map(|p| &p.ops))
+                .chain(statuses.iter())
+                .chain(undecodable.iter().map(|(_, _, o)| o))
+                .collect();
+            let tx = pg.transaction().await?;
+            match run_ops(&tx, statements, &ops).await {
+                Ok(()) => {
+                    let dead: Vec<(&OwnedMessage, String)> =
+                        undecodable.iter().map(|(m, r, _)| (*m, r.clone())).collect();
+                    send_dead_letters(dlq, topics, &dead)?;
+                    run_ops(&tx, statements, &offsets).await?;
+                    tx.commit().await?;
+                    return Ok::<_, SinkError>(dead);
                 }
-                Ok((_, _, value)) => {
-                    let mut w = Writer {
-                        tx: &mut tx,
-                        statements: &mut self.statements,
-                    };
-                    write_event(&mut w, aggregate, m, &value)?;
-                    None
+                Err(e) if e.is_refusal() => {
+                    tracing::warn!(error = %e, "a row was refused: writing the batch record by record");
+                    tx.rollback().await?;
                 }
-                Err(reason) => Some(format!("undecodable: {reason}")),
-            };
-            if let Some(reason) = refused {
-                tx.execute(
-                    "INSERT INTO sink_dead_letters (topic, partition, kafka_offset, reason, raw)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[
-                        &m.topic(),
-                        &m.partition(),
-                        &m.offset(),
-                        &reason,
-                        &m.payload(),
-                    ],
-                )?;
-                dead.push((m, reason));
+                Err(e) => return Err(e),
             }
-        }
-        // Only a batch PostgreSQL took sends its dead letters (a fast path that failed
-        // halfway must not send them twice); they are in Kafka before the offsets move
-        // past them.
-        for (m, reason) in &dead {
-            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
-            send_dead_letter(&self.dlq, &dlq_topic, m, reason)?;
-        }
-        if !dead.is_empty() {
-            self.dlq.flush(Duration::from_secs(30))?;
-        }
-        for ((topic, partition), offset) in &next {
-            tx.execute(
-                "INSERT INTO sink_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                &[topic, partition, offset],
-            )?;
-        }
-        tx.commit()?;
+            // Careful path: each record in a savepoint; a refused one becomes a dead
+            // letter and the rest of the batch goes on.
+            let mut tx = pg.transaction().await?;
+            let mut dead = Vec::new();
+            for (m, plan) in &planned {
+                let refused = match plan {
+                    Ok(None) => None,
+                    Ok(Some(plan)) => {
+                        let sp = tx.savepoint("record").await?;
+                        let single = plan.single();
+                        let record: Vec<&Op> = single.iter().chain(&plan.ops).collect();
+                        match run_ops(&sp, statements, &record).await {
+                            Ok(()) => {
+                                sp.commit().await?;
+                                None
+                            }
+                            Err(e) if e.is_refusal() => {
+                                sp.rollback().await?;
+                                Some(format!("refused by PostgreSQL: {e}"))
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(reason) => Some(reason.clone()),
+                };
+                if let Some(reason) = refused {
+                    run_ops(&tx, statements, &[&dead_letter(m, &reason)]).await?;
+                    dead.push((*m, reason));
+                }
+            }
+            send_dead_letters(dlq, topics, &dead)?;
+            run_ops(&tx, statements, &offsets).await?;
+            tx.commit().await?;
+            Ok(dead)
+        })?;
         self.positions.extend(next);
         Ok(dead.len() as u64)
     }
+}
+
+/// Sends the batch's dead letters to the Kafka DLQ and waits for them: they are in
+/// Kafka before the offsets move past them. Only a batch PostgreSQL took sends them, so
+/// a fast path that failed halfway does not send them twice.
+fn send_dead_letters(
+    dlq: &BaseProducer,
+    topics: &Topics,
+    dead: &[(&OwnedMessage, String)],
+) -> Result<(), SinkError> {
+    let topic = topics.analytics_sink_dlq();
+    for (m, reason) in dead {
+        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
+        send_dead_letter(dlq, &topic, m, reason)?;
+    }
+    if !dead.is_empty() {
+        dlq.flush(Duration::from_secs(30))?;
+    }
+    Ok(())
 }
 
 fn send_dead_letter(
@@ -450,75 +598,225 @@ fn uuid(s: Option<&str>) -> Option<uuid::Uuid> {
     s.and_then(|s| uuid::Uuid::parse_str(s).ok())
 }
 
-/// A transaction with prepared statements: each SQL text is parsed once per
-/// connection, not once per row (a round trip saved per statement).
-struct Writer<'a, 'b> {
-    tx: &'a mut Transaction<'b>,
-    statements: &'a mut HashMap<String, Statement>,
+/// Boxes one statement parameter.
+fn b<T: ToSql + Sync + Send + 'static>(v: T) -> Box<dyn ToSql + Sync + Send> {
+    Box::new(v)
 }
 
-impl Writer<'_, '_> {
-    fn statement(&mut self, sql: &str) -> Result<Statement, SinkError> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.tx.prepare(sql)?;
-        self.statements.insert(sql.to_string(), s.clone());
-        Ok(s)
-    }
-
-    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, SinkError> {
-        let s = self.statement(sql)?;
-        Ok(self.tx.execute(&s, params)?)
-    }
-
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<postgres::Row>, SinkError> {
-        let s = self.statement(sql)?;
-        Ok(self.tx.query_opt(&s, params)?)
-    }
+fn s(v: Option<&str>) -> Option<String> {
+    v.map(str::to_string)
 }
 
-fn insert_lines(
-    tx: &mut Writer<'_, '_>,
-    order_id: Option<uuid::Uuid>,
-    payload: &Value,
-    first_line_no: i64,
-) -> Result<(), SinkError> {
+fn line_ops(order_id: Option<uuid::Uuid>, payload: &Value, first_line_no: i64) -> Vec<Op> {
     let lines = payload.get("lines").and_then(Value::as_array);
-    for (i, line) in lines.into_iter().flatten().enumerate() {
-        tx.execute(
-            "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[
-                &order_id,
-                &((first_line_no + i as i64) as i32),
-                &text(line, "sku"),
-                &(line.get("quantity").and_then(Value::as_i64).unwrap_or(0) as i32),
-                &money(line, "unit_price"),
-            ],
-        )?;
-    }
-    Ok(())
+    lines
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, line)| {
+            op(
+                "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                vec![
+                    b(order_id),
+                    b((first_line_no + i as i64) as i32),
+                    b(s(text(line, "sku"))),
+                    b(line.get("quantity").and_then(Value::as_i64).unwrap_or(0) as i32),
+                    b(money(line, "unit_price")),
+                ],
+            )
+        })
+        .collect()
 }
 
-fn write_event(
-    tx: &mut Writer<'_, '_>,
-    aggregate: &str,
-    m: &OwnedMessage,
+/// An event's `event_store` row.
+pub struct EventRow {
+    id: Option<uuid::Uuid>,
+    aggregate_type: String,
+    aggregate_id: String,
+    event_type: String,
+    data: Value,
+    metadata: Value,
+    version: i64,
+    occurred: DateTime<Utc>,
+}
+
+/// An order event's new status (the latest version wins).
+pub struct StatusUpdate {
+    order_id: Option<uuid::Uuid>,
+    status: String,
+    version: i64,
+    at: DateTime<Utc>,
+}
+
+/// How one decoded event is stored: its `event_store` row, an order's new status, and
+/// the other statements (rows of the analytics tables). A batch writes the rows and the
+/// statuses set-based (one statement each) and the rest pipelined; a record on its own
+/// (the careful path) as single statements.
+pub struct Plan {
+    pub event: EventRow,
+    pub status: Option<StatusUpdate>,
+    pub ops: Vec<Op>,
+}
+
+// A replay sends events again with the same ids: the first copy stays. An event that
+// changed nothing (a refusal) carries the version its aggregate already had; the version
+// column is the aggregate's history, so such an event is kept with a null version (the
+// metadata keeps aggregate_version).
+const INSERT_EVENT: &str = "INSERT INTO event_store (id, aggregate_type, aggregate_id, event_type,
+                                  event_data, metadata, version, occurred_at)
+         SELECT $1, $2, $3, $4, $5, $6,
+                CASE WHEN EXISTS (SELECT 1 FROM event_store
+                                  WHERE aggregate_type = $2 AND aggregate_id = $3 AND version = $7)
+                     THEN NULL ELSE $7 END,
+                $8
+         ON CONFLICT DO NOTHING";
+
+/// [`INSERT_EVENT`] for a whole batch; `dup` marks an event whose (aggregate, version)
+/// an earlier event of the same batch already has.
+const INSERT_EVENTS: &str = "INSERT INTO event_store (id, aggregate_type, aggregate_id, event_type,
+                                  event_data, metadata, version, occurred_at)
+         SELECT e.id, e.aggregate_type, e.aggregate_id, e.event_type, e.event_data, e.metadata,
+                CASE WHEN e.dup OR EXISTS (SELECT 1 FROM event_store s
+                                           WHERE s.aggregate_type = e.aggregate_type
+                                             AND s.aggregate_id = e.aggregate_id
+                                             AND s.version = e.version)
+                     THEN NULL ELSE e.version END,
+                e.occurred_at
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                     $7::int8[], $8::timestamptz[], $9::bool[]) WITH ORDINALITY
+              AS e(id, aggregate_type, aggregate_id, event_type, event_data, metadata, version,
+                   occurred_at, dup, n)
+         ORDER BY e.n
+         ON CONFLICT DO NOTHING";
+
+const UPDATE_STATUS: &str = "UPDATE orders SET status = $2, version = $3, updated_at = $4
+                     WHERE id = $1 AND version < $3";
+
+const UPDATE_STATUSES: &str = "UPDATE orders o SET status = u.status, version = u.version, updated_at = u.at
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::timestamptz[]) AS u(id, status, version, at)
+         WHERE o.id = u.id AND o.version < u.version";
+
+impl Plan {
+    /// The record's statements on their own (the careful path).
+    pub fn single(&self) -> Vec<Op> {
+        let e = &self.event;
+        let mut ops = vec![op(
+            INSERT_EVENT,
+            vec![
+                b(e.id),
+                b(e.aggregate_type.clone()),
+                b(e.aggregate_id.clone()),
+                b(e.event_type.clone()),
+                b(e.data.clone()),
+                b(e.metadata.clone()),
+                b(e.version),
+                b(e.occurred),
+            ],
+        )];
+        if let Some(u) = &self.status {
+            ops.push(op(
+                UPDATE_STATUS,
+                vec![b(u.order_id), b(u.status.clone()), b(u.version), b(u.at)],
+            ));
+        }
+        ops
+    }
+}
+
+/// A batch's event rows in one statement.
+fn insert_events(plans: &[&Plan]) -> Op {
+    let mut seen: HashMap<(&str, &str, i64), Option<uuid::Uuid>> = HashMap::new();
+    let dup: Vec<bool> = plans
+        .iter()
+        .map(|p| {
+            let e = &p.event;
+            let key = (
+                e.aggregate_type.as_str(),
+                e.aggregate_id.as_str(),
+                e.version,
+            );
+            match seen.get(&key) {
+                Some(first) => *first != e.id,
+                None => {
+                    seen.insert(key, e.id);
+                    false
+                }
+            }
+        })
+        .collect();
+    op(
+        INSERT_EVENTS,
+        vec![
+            b(plans.iter().map(|p| p.event.id).collect::<Vec<_>>()),
+            b(plans
+                .iter()
+                .map(|p| p.event.aggregate_type.clone())
+                .collect::<Vec<_>>()),
+            b(plans
+                .iter()
+                .map(|p| p.event.aggregate_id.clone())
+                .collect::<Vec<_>>()),
+            b(plans
+                .iter()
+                .map(|p| p.event.event_type.clone())
+                .collect::<Vec<_>>()),
+            b(plans
+                .iter()
+                .map(|p| p.event.data.clone())
+                .collect::<Vec<_>>()),
+            b(plans
+                .iter()
+                .map(|p| p.event.metadata.clone())
+                .collect::<Vec<_>>()),
+            b(plans.iter().map(|p| p.event.version).collect::<Vec<_>>()),
+            b(plans.iter().map(|p| p.event.occurred).collect::<Vec<_>>()),
+            b(dup),
+        ],
+    )
+}
+
+/// A batch's order statuses in one statement: per order, the latest version's.
+fn update_statuses(plans: &[&Plan]) -> Option<Op> {
+    let mut latest: HashMap<Option<uuid::Uuid>, &StatusUpdate> = HashMap::new();
+    for u in plans.iter().filter_map(|p| p.status.as_ref()) {
+        let entry = latest.entry(u.order_id).or_insert(u);
+        if u.version > entry.version {
+            *entry = u;
+        }
+    }
+    if latest.is_empty() {
+        return None;
+    }
+    let updates: Vec<&StatusUpdate> = latest.into_values().collect();
+    Some(op(
+        UPDATE_STATUSES,
+        vec![
+            b(updates.iter().map(|u| u.order_id).collect::<Vec<_>>()),
+            b(updates.iter().map(|u| u.status.clone()).collect::<Vec<_>>()),
+            b(updates.iter().map(|u| u.version).collect::<Vec<_>>()),
+            b(updates.iter().map(|u| u.at).collect::<Vec<_>>()),
+        ],
+    ))
+}
+
+/// How one decoded event is stored. Pure: no I/O, so a batch's plans can be sent
+/// pipelined. `None` for a value with no payload.
+pub fn plan_event(
+    aggregate: &'static str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
     value: &Value,
-) -> Result<(), SinkError> {
-    let Some((kind, payload)) = event_type(value) else {
-        return Ok(());
-    };
+) -> Option<Plan> {
+    let (kind, payload) = event_type(value)?;
+    let kind = kind.to_string();
     let event_id = uuid(text(value, "event_id"));
     let aggregate_id = text(value, "order_id")
         .or_else(|| text(value, "sku"))
         .or_else(|| text(value, "customer_id"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
     let version = value.get("version").and_then(Value::as_i64).unwrap_or(0);
     let occurred = at(value
         .get("occurred_at")
@@ -527,150 +825,129 @@ fn write_event(
     let mut metadata = json!({
         "correlation_id": value.get("correlation_id"),
         "causation_id": value.get("causation_id"),
-        "topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+        "topic": topic, "partition": partition, "offset": offset,
+        "aggregate_version": version,
     });
     let extra = unknown_fields(value);
     if !extra.is_empty() {
         metadata["extra"] = Value::Object(extra);
     }
-    // A replay sends events again with the same ids: the first copy stays. An event
-    // that changed nothing (a refusal) carries the version its aggregate already had;
-    // the version column is the aggregate's history, so such an event is kept with a
-    // null version (its aggregate_version is in the metadata).
-    let insert = "INSERT INTO event_store (id, aggregate_type, aggregate_id, event_type,
-                                  event_data, metadata, version, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-    let inserted = tx.execute(
-        insert,
-        &[
-            &event_id,
-            &aggregate,
-            &aggregate_id,
-            &kind,
-            payload,
-            &metadata,
-            &version,
-            &occurred,
-        ],
-    )?;
-    if inserted == 0
-        && tx
-            .query_opt("SELECT 1 FROM event_store WHERE id = $1", &[&event_id])?
-            .is_none()
-    {
-        let mut metadata = metadata;
-        metadata["aggregate_version"] = version.into();
-        tx.execute(
-            insert,
-            &[
-                &event_id,
-                &aggregate,
-                &aggregate_id,
-                &kind,
-                payload,
-                &metadata,
-                &None::<i64>,
-                &occurred,
-            ],
-        )?;
-    }
-    let id = uuid(Some(aggregate_id));
-    match (aggregate, kind) {
+    let event = EventRow {
+        id: event_id,
+        aggregate_type: aggregate.to_string(),
+        aggregate_id: aggregate_id.clone(),
+        event_type: kind.clone(),
+        data: payload.clone(),
+        metadata,
+        version,
+        occurred,
+    };
+    let mut status = None;
+    let mut ops = Vec::new();
+    let id = uuid(Some(&aggregate_id));
+    match (aggregate, kind.as_str()) {
         ("order", "order_created") => {
-            tx.execute(
+            ops.push(op(
                 "INSERT INTO orders (id, customer_id, customer_tier, status, currency, subtotal,
                                      discount, tax, shipping_cost, total, created_at, updated_at, version)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
                  ON CONFLICT (id) DO NOTHING",
-                &[
-                    &id,
-                    &uuid(text(payload, "customer_id")),
-                    &text(payload, "customer_tier"),
-                    &text(value, "status").unwrap_or("CREATED"),
-                    &text(payload, "currency"),
-                    &money(payload, "subtotal"),
-                    &money(payload, "discount"),
-                    &money(payload, "tax"),
-                    &money(payload, "shipping_cost"),
-                    &money(payload, "total"),
-                    &occurred,
-                    &version,
+                vec![
+                    b(id),
+                    b(uuid(text(payload, "customer_id"))),
+                    b(s(text(payload, "customer_tier"))),
+                    b(text(value, "status").unwrap_or("CREATED").to_string()),
+                    b(s(text(payload, "currency"))),
+                    b(money(payload, "subtotal")),
+                    b(money(payload, "discount")),
+                    b(money(payload, "tax")),
+                    b(money(payload, "shipping_cost")),
+                    b(money(payload, "total")),
+                    b(occurred),
+                    b(version),
                 ],
-            )?;
-            insert_lines(tx, id, payload, 0)?;
+            ));
+            ops.extend(line_ops(id, payload, 0));
         }
-        ("order", _) => {
-            if let Some(status) = text(value, "status") {
-                tx.execute(
-                    "UPDATE orders SET status = $2, version = $3, updated_at = $4
-                     WHERE id = $1 AND version < $3",
-                    &[&id, &status, &version, &occurred],
-                )?;
-            }
+        ("order", kind) => {
+            status = text(value, "status").map(|s| StatusUpdate {
+                order_id: id,
+                status: s.to_string(),
+                version,
+                at: occurred,
+            });
             match kind {
                 "order_updated" => {
                     // New lines and a new price replace the old ones.
-                    tx.execute(
+                    ops.push(op(
                         "UPDATE orders SET subtotal = $2, discount = $3, tax = $4,
                                 shipping_cost = $5, total = $6 WHERE id = $1",
-                        &[
-                            &id,
-                            &money(payload, "subtotal"),
-                            &money(payload, "discount"),
-                            &money(payload, "tax"),
-                            &money(payload, "shipping_cost"),
-                            &money(payload, "total"),
+                        vec![
+                            b(id),
+                            b(money(payload, "subtotal")),
+                            b(money(payload, "discount")),
+                            b(money(payload, "tax")),
+                            b(money(payload, "shipping_cost")),
+                            b(money(payload, "total")),
                         ],
-                    )?;
-                    tx.execute("DELETE FROM order_lines WHERE order_id = $1", &[&id])?;
+                    ));
+                    ops.push(op(
+                        "DELETE FROM order_lines WHERE order_id = $1",
+                        vec![b(id)],
+                    ));
                     let first = payload
                         .get("first_line_no")
                         .and_then(Value::as_i64)
                         .unwrap_or(0);
-                    insert_lines(tx, id, payload, first)?;
+                    ops.extend(line_ops(id, payload, first));
                 }
-                "order_completed" => {
-                    tx.execute(
-                        "UPDATE orders SET completed_at = $2, total = coalesce($3, total) WHERE id = $1",
-                        &[&id, &occurred, &money(payload, "total")],
-                    )?;
-                }
-                "order_cancelled" => {
-                    tx.execute(
-                        "UPDATE orders SET cancel_reason = $2 WHERE id = $1",
-                        &[&id, &text(payload, "reason")],
-                    )?;
-                }
+                "order_completed" => ops.push(op(
+                    "UPDATE orders SET completed_at = $2, total = coalesce($3, total) WHERE id = $1",
+                    vec![b(id), b(occurred), b(money(payload, "total"))],
+                )),
+                "order_cancelled" => ops.push(op(
+                    "UPDATE orders SET cancel_reason = $2 WHERE id = $1",
+                    vec![b(id), b(s(text(payload, "reason")))],
+                )),
                 _ => {}
             }
         }
         ("payment", kind) => {
-            let (status, column) = match kind {
-                "payment_authorized" => ("AUTHORIZED", Some("authorized")),
-                "payment_captured" => ("CAPTURED", Some("captured")),
-                "payment_refunded" => ("REFUNDED", Some("refunded")),
+            let (status, amount_sql) = match kind {
+                "payment_authorized" => (
+                    "AUTHORIZED",
+                    Some("UPDATE payments SET authorized = $2 WHERE order_id = $1"),
+                ),
+                "payment_captured" => (
+                    "CAPTURED",
+                    Some("UPDATE payments SET captured = $2 WHERE order_id = $1"),
+                ),
+                "payment_refunded" => (
+                    "REFUNDED",
+                    Some("UPDATE payments SET refunded = $2 WHERE order_id = $1"),
+                ),
                 "payment_voided" => ("VOIDED", None),
                 "payment_failed" => ("DECLINED", None),
                 "payment_capture_failed" => ("CAPTURE_FAILED", None),
-                _ => return Ok(()),
+                _ => return Some(Plan { event, status, ops }),
             };
             let amount = if kind == "payment_refunded" {
                 money(payload, "total_refunded")
             } else {
                 money(payload, "amount")
             };
-            let currency = text(payload, "currency").unwrap_or("USD");
-            tx.execute(
+            ops.push(op(
                 "INSERT INTO payments (order_id, status, currency, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (order_id) DO UPDATE SET status = $2, updated_at = $4",
-                &[&id, &status, &currency, &occurred],
-            )?;
-            if let (Some(column), Some(amount)) = (column, amount) {
-                // The column name comes from the match above, never from the input.
-                tx.execute(
-                    &format!("UPDATE payments SET {column} = $2 WHERE order_id = $1"),
-                    &[&id, &amount],
-                )?;
+                vec![
+                    b(id),
+                    b(status.to_string()),
+                    b(text(payload, "currency").unwrap_or("USD").to_string()),
+                    b(occurred),
+                ],
+            ));
+            if let (Some(sql), Some(amount)) = (amount_sql, amount) {
+                ops.push(op(sql, vec![b(id), b(amount)]));
             }
         }
         ("shipment", kind) => {
@@ -680,62 +957,128 @@ fn write_event(
                 "shipment_delivered" => "DELIVERED",
                 "shipment_failed" => "FAILED",
                 "shipment_cancelled" => "CANCELLED",
-                _ => return Ok(()),
+                _ => return Some(Plan { event, status, ops }),
             };
-            tx.execute(
+            ops.push(op(
                 "INSERT INTO shipments (order_id, status, carrier, tracking, cost, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (order_id) DO UPDATE SET status = $2, updated_at = $6,
                    carrier = coalesce(EXCLUDED.carrier, shipments.carrier),
                    tracking = coalesce(EXCLUDED.tracking, shipments.tracking),
                    cost = coalesce(EXCLUDED.cost, shipments.cost)",
-                &[
-                    &id,
-                    &status,
-                    &text(payload, "carrier"),
-                    &text(payload, "tracking_number"),
-                    &money(payload, "cost"),
-                    &occurred,
+                vec![
+                    b(id),
+                    b(status.to_string()),
+                    b(s(text(payload, "carrier"))),
+                    b(s(text(payload, "tracking_number"))),
+                    b(money(payload, "cost")),
+                    b(occurred),
                 ],
-            )?;
+            ));
         }
         ("product", kind) => {
-            let quantity = payload.get("quantity").and_then(Value::as_i64);
-            let (quantity, warehouse) = match kind {
-                "stock_adjusted" => (
-                    payload
-                        .get("to_quantity")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0)
-                        - payload
-                            .get("from_quantity")
-                            .and_then(Value::as_i64)
-                            .unwrap_or(0),
-                    text(payload, "warehouse"),
-                ),
+            let int = |f: &str| payload.get(f).and_then(Value::as_i64);
+            let quantity = match kind {
+                "stock_adjusted" => {
+                    int("to_quantity").unwrap_or(0) - int("from_quantity").unwrap_or(0)
+                }
                 "stock_restocked"
                 | "stock_reserved"
                 | "stock_released"
                 | "stock_committed"
                 | "stock_returned"
-                | "reservation_expired" => (quantity.unwrap_or(0), text(payload, "warehouse")),
-                _ => return Ok(()),
+                | "reservation_expired" => int("quantity").unwrap_or(0),
+                _ => return Some(Plan { event, status, ops }),
             };
-            tx.execute(
+            ops.push(op(
                 "INSERT INTO stock_movements (event_id, sku, warehouse, kind, quantity, order_id, occurred_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                &[
-                    &event_id,
-                    &aggregate_id,
-                    &warehouse,
-                    &kind,
-                    &(quantity as i32),
-                    &uuid(text(payload, "order_id")),
-                    &occurred,
+                vec![
+                    b(event_id),
+                    b(aggregate_id),
+                    b(s(text(payload, "warehouse"))),
+                    b(kind.to_string()),
+                    b(quantity as i32),
+                    b(uuid(text(payload, "order_id"))),
+                    b(occurred),
                 ],
-            )?;
+            ));
         }
         _ => {}
     }
-    Ok(())
+    Some(Plan { event, status, ops })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_created_event_plans_its_row_its_order_and_its_lines() {
+        let v = json!({
+            "event_id": "6f1c1b1e-0000-4000-8000-000000000009",
+            "order_id": "6f1c1b1e-0000-4000-8000-000000000001",
+            "version": 1, "occurred_at": 1_700_000_000_000_i64, "status": "CREATED",
+            "channel": "web",
+            "order_created": {"customer_id": "6f1c1b1e-0000-4000-8000-000000000002",
+                "customer_tier": "GOLD", "currency": "USD", "total": "10.00",
+                "lines": [{"sku": "A", "quantity": 1, "unit_price": "5.00"},
+                          {"sku": "B", "quantity": 1, "unit_price": "5.00"}]}
+        });
+        let plan = plan_event("order", "t", 0, 7, &v).unwrap();
+        assert_eq!(plan.event.event_type, "order_created");
+        assert_eq!(plan.event.metadata["aggregate_version"], 1);
+        let ops = &plan.ops;
+        assert_eq!(ops.len(), 3, "order row, two lines");
+        assert!(ops[0].sql.contains("INSERT INTO orders"));
+        assert!(ops[1].sql.contains("order_lines") && ops[2].sql.contains("order_lines"));
+        assert_eq!(
+            plan.single().len(),
+            1,
+            "the event row (a new order has no status update)"
+        );
+        assert_eq!(
+            event_type(&v).unwrap().0,
+            "order_created",
+            "a scalar field is not the payload"
+        );
+        assert_eq!(unknown_fields(&v)["channel"], "web");
+    }
+
+    #[test]
+    fn events_the_tables_do_not_track_still_get_their_event_row() {
+        let v = json!({"event_id": "6f1c1b1e-0000-4000-8000-000000000009", "customer_id": "c",
+                       "version": 3, "occurred_at": 0, "customer_spend_recorded": {"total": "1.00"}});
+        let plan = plan_event("customer", "t", 0, 0, &v).unwrap();
+        assert!(plan.ops.is_empty() && plan.status.is_none());
+        assert!(plan_event("order", "t", 0, 0, &json!({"event_id": "x"})).is_none());
+    }
+
+    #[test]
+    fn a_batch_writes_each_orders_latest_status_once_and_marks_version_clashes() {
+        let ev = |id: &str, version: i64, status: &str| {
+            json!({"event_id": id, "order_id": "6f1c1b1e-0000-4000-8000-000000000001",
+                   "version": version, "occurred_at": version, "status": status,
+                   "order_paid": {"amount": "1.00"}})
+        };
+        let plans: Vec<Plan> = [
+            ev("6f1c1b1e-0000-4000-8000-00000000000a", 3, "PAID"),
+            ev("6f1c1b1e-0000-4000-8000-00000000000b", 5, "SHIPPED"),
+            ev("6f1c1b1e-0000-4000-8000-00000000000c", 4, "CONFIRMED"),
+            // A refusal carries the version the order already had.
+            ev("6f1c1b1e-0000-4000-8000-00000000000d", 5, "SHIPPED"),
+        ]
+        .iter()
+        .map(|v| plan_event("order", "t", 0, 0, v).unwrap())
+        .collect();
+        let refs: Vec<&Plan> = plans.iter().collect();
+        let statuses = update_statuses(&refs).unwrap();
+        assert_eq!(format!("{:?}", statuses.params[1]), r#"["SHIPPED"]"#);
+        assert_eq!(format!("{:?}", statuses.params[2]), "[5]");
+        let events = insert_events(&refs);
+        assert_eq!(
+            format!("{:?}", events.params[8]),
+            "[false, false, false, true]"
+        );
+    }
 }

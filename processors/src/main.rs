@@ -157,7 +157,11 @@ enum Command {
     /// The replay benchmark's baseline: a raw read_committed consume (no decoding, no
     /// processing) of every application's input topics, from the start to the end.
     #[command(hide = true)]
-    BenchConsume,
+    BenchConsume {
+        /// The analytics sink's event topics instead (bench/sink.sh).
+        #[arg(long)]
+        event_topics: bool,
+    },
     /// The query API benchmark's baseline: a bare axum handler answering
     /// `GET /api/v1/orders/{id}` with a fixed JSON body (bench/query_api.sh).
     #[command(hide = true)]
@@ -426,14 +430,18 @@ fn main() -> anyhow::Result<()> {
             )
             .with_context(|| format!("starting the sink (database {})", settings.postgres_url))?;
             let started = Instant::now();
+            tracing::info!(partitions = sink.partitions().len(), "sink connected");
             if until_caught_up {
                 // Caught up: every partition written up to its last readable record as
                 // of now (transaction markers are not records).
-                let mut targets = Vec::new();
-                for (topic, partition) in sink.partitions() {
-                    let end = ops::data_end(&settings.bootstrap_servers, &topic, partition)?;
-                    targets.push((topic, partition, end));
-                }
+                let partitions = sink.partitions();
+                let ends = ops::data_ends(&settings.bootstrap_servers, &partitions)?;
+                let targets: Vec<(String, i32, i64)> = partitions
+                    .into_iter()
+                    .zip(ends)
+                    .map(|((t, p), end)| (t, p, end))
+                    .collect();
+                tracing::info!(elapsed = ?started.elapsed(), "caught-up targets read");
                 let mut last_progress = Instant::now();
                 while let Some((topic, partition, end)) = targets
                     .iter()
@@ -471,16 +479,20 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::BenchConsume => {
-            let mut inputs: Vec<String> = Context::all_topologies(
-                &Context::ALL,
-                &topics,
-                serde,
-                SagaSettings::from(&settings),
-            )
-            .into_iter()
-            .flat_map(|t| t.source_topics)
-            .collect();
+        Command::BenchConsume { event_topics } => {
+            let mut inputs: Vec<String> = if event_topics {
+                erp_connectors::sink::event_topics(&topics)
+            } else {
+                Context::all_topologies(
+                    &Context::ALL,
+                    &topics,
+                    serde,
+                    SagaSettings::from(&settings),
+                )
+                .into_iter()
+                .flat_map(|t| t.source_topics)
+                .collect()
+            };
             inputs.sort();
             inputs.dedup();
             let started = Instant::now();

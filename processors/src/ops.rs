@@ -737,8 +737,26 @@ impl LagRow {
 /// and aborted records are not records): what "caught up" means for an EOS input.
 pub fn data_end(bootstrap: &str, topic: &str, partition: i32) -> Result<i64, OpsError> {
     let c = reader(bootstrap)?;
+    data_end_with(&c, bootstrap, topic, partition)
+}
+
+/// [`data_end`] of many partitions through one client.
+pub fn data_ends(bootstrap: &str, partitions: &[(String, i32)]) -> Result<Vec<i64>, OpsError> {
+    let c = reader(bootstrap)?;
+    partitions
+        .iter()
+        .map(|(t, p)| data_end_with(&c, bootstrap, t, *p))
+        .collect()
+}
+
+fn data_end_with(
+    c: &BaseConsumer<Quiet>,
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, OpsError> {
     Ok(
-        last_records(&c, bootstrap, topic, partition, 1)?.map_or_else(
+        last_records(c, bootstrap, topic, partition, 1)?.map_or_else(
             || {
                 c.fetch_watermarks(topic, partition, TIMEOUT)
                     .map_or(0, |(low, _)| low)
