@@ -51,13 +51,14 @@ for i in $(seq 1 120); do
   sleep 0.5
 done
 echo "[demo] pipeline ready; loading ${DEMO_PRODUCTS:-20} products and ${DEMO_ORDERS:-300} orders"
-"$CARGO_TARGET_DIR/debug/erp" demo-load --products "${DEMO_PRODUCTS:-20}" --orders "${DEMO_ORDERS:-300}" --query-url "$URL"
+"$CARGO_TARGET_DIR/debug/erp" demo-load --products "${DEMO_PRODUCTS:-20}" --orders "${DEMO_ORDERS:-300}" \
+  --rate "${DEMO_RATE:-30}" --query-url "$URL"
 echo
 echo "[demo] checking the saga's invariants on the committed event topics"
 "$CARGO_TARGET_DIR/debug/erp" check-saga --timeout-secs 120
 echo
 echo "[demo] analytics: the event topics into PostgreSQL, exactly once (erp sink)"
-"$CARGO_TARGET_DIR/debug/erp" sink --fresh --until-caught-up
+RUST_LOG=warn "$CARGO_TARGET_DIR/debug/erp" sink --fresh --until-caught-up
 # README's analytics queries, as they are written there.
 awk '/^```sql/ { f = 1; next } /^```/ { f = 0 } f && /^-- / { print "\\echo " substr($0, 4); next } f' README.md | scripts/stack.sh psql -q -P pager=off
 echo

@@ -1,5 +1,7 @@
-//! Command sources: publish Avro commands to the saga's topics (a client's publisher, a
-//! deterministic sample load, and a simulated carrier that dispatches and delivers).
+//! Data in and out of the saga, the way Kafka Connect users expect: commands in (a
+//! client's publisher, NDJSON/CSV files with per-line errors and derived ids, an
+//! open-loop synthetic load, a simulated carrier) and events out (an exactly-once
+//! analytics sink into PostgreSQL).
 
 pub mod carrier;
 pub mod generator;
