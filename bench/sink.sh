@@ -30,6 +30,6 @@ base_s=$(best "$base1" "$base2"); sink_s=$(best "$sink1" "$sink2")
 printf '\n== analytics sink (%s orders, %s events on the five event topics) ==\n' "$orders" "$records"
 printf 'plain read_committed consume : %8.0f records/s  (%.2f s, %.2f s; best of two)\n' \
   "$(echo "$records / $base_s" | bc -l)" "$base1" "$base2"
-printf 'sink into PostgreSQL         : %8.0f rows/s     (%.2f s, %.2f s; best of two, incl. connect + migrations)\n' \
+printf 'sink into PostgreSQL         : %8.0f rows/s     (%.2f s, %.2f s; best of two, incl. connect, migrations, targets)\n' \
   "$(echo "$records / $sink_s" | bc -l)" "$sink1" "$sink2"
 printf 'ratio sink / plain consume   : %8.3f\n' "$(echo "$base_s / $sink_s" | bc -l)"

@@ -295,7 +295,8 @@ case "${1:-up}" in
     shift
     bin=$(pg_bin) || die "PostgreSQL is not installed: run $0 up"
     pg_ready || die "postgres is not running on 127.0.0.1:$PG_PORT: run $0 up"
-    exec "$bin/psql" "$PG_URL" "$@"
+    # The sink's tables live in schema `analytics` (ERP_POSTGRES_SCHEMA) unless told otherwise.
+    PGOPTIONS="-c search_path=${ERP_POSTGRES_SCHEMA:-analytics},public" exec "$bin/psql" "$PG_URL" "$@"
     ;;
   tool)
     # Kafka's own command-line tools from the same jars, e.g.

@@ -1,5 +1,5 @@
 -- The analytics sink's schema (issue 8). Applied in order by the sink at start-up; each
--- file once (recorded in schema_migrations). Money is NUMERIC(15,2) as in the seed.
+-- file once (recorded in sink_schema_migrations). Money is NUMERIC(15,2) as in the seed.
 
 -- Where the sink is in each partition: written in the same transaction as the rows, so
 -- a restart resumes exactly after the last row written (exactly once into PostgreSQL).
@@ -90,7 +90,7 @@ CREATE TABLE stock_movements (
 CREATE INDEX idx_stock_movements_sku ON stock_movements (sku, occurred_at);
 
 CREATE VIEW daily_revenue_by_tier AS
-SELECT date_trunc('day', completed_at) AS day,
+SELECT date_trunc('day', completed_at AT TIME ZONE 'UTC') AS day,
        coalesce(customer_tier, 'unknown') AS tier,
        currency,
        count(*) AS orders,
@@ -100,13 +100,14 @@ WHERE status = 'COMPLETED'
 GROUP BY 1, 2, 3;
 
 -- Captured − refunded per order against the order's final total: every completed order
--- balances, every cancelled one nets to zero.
+-- balances, every cancelled one nets to zero; an order still under way is neither (null).
 CREATE VIEW payment_reconciliation AS
 SELECT o.id AS order_id,
        o.status,
        o.total,
        coalesce(p.captured, 0) - coalesce(p.refunded, 0) AS net_collected,
        CASE WHEN o.status = 'COMPLETED' THEN coalesce(p.captured, 0) - coalesce(p.refunded, 0) = o.total
-            ELSE coalesce(p.captured, 0) - coalesce(p.refunded, 0) = 0 END AS balanced
+            WHEN o.status = 'CANCELLED' THEN coalesce(p.captured, 0) - coalesce(p.refunded, 0) = 0
+       END AS balanced
 FROM orders o
 LEFT JOIN payments p ON p.order_id = o.id;

@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use futures_util::future::try_join_all;
+use std::future::{Future, poll_fn};
+use std::task::Poll;
+
+use futures_util::future::{maybe_done, try_join_all};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
@@ -38,7 +41,7 @@ use tokio_postgres::{Client, GenericClient, NoTls, Statement};
 use erp_schemas::AvroSerde;
 use erp_schemas::topics::Topics;
 
-/// The schema, in order; each applied once (recorded in `schema_migrations`).
+/// The schema, in order; each applied once (recorded in `sink_schema_migrations`).
 const MIGRATIONS: &[(&str, &str)] = &[(
     "0001_analytics",
     include_str!("../migrations/0001_analytics.sql"),
@@ -59,10 +62,15 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// PostgreSQL refused a statement (a constraint, a type): the data's fault, not the
-    /// connection's.
+    /// PostgreSQL refused the data: SQLSTATE class 22 (data exception) or 23 (integrity
+    /// constraint). Anything else — a timeout, a deadlock, a missing table, a lost
+    /// connection — is not the record's fault and must not turn it into a dead letter.
     fn is_refusal(&self) -> bool {
-        matches!(self, SinkError::Postgres(e) if e.as_db_error().is_some())
+        matches!(self, SinkError::Postgres(e)
+        if e.as_db_error().is_some_and(|d| {
+            let code = d.code().code();
+            code.starts_with("22") || code.starts_with("23")
+        }))
     }
 }
 
@@ -78,7 +86,7 @@ pub fn valid_schema_name(name: &str) -> bool {
 async fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
     pg.batch_execute(
         "SET client_min_messages TO warning;
-         CREATE TABLE IF NOT EXISTS schema_migrations (
+         CREATE TABLE IF NOT EXISTS sink_schema_migrations (
              name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
          CREATE TABLE IF NOT EXISTS sink_dead_letters (
              topic TEXT NOT NULL, partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
@@ -89,18 +97,39 @@ async fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
     for (name, sql) in MIGRATIONS {
         let tx = pg.transaction().await?;
         let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .query_opt(
+                "SELECT 1 FROM sink_schema_migrations WHERE name = $1",
+                &[name],
+            )
             .await?
             .is_some();
         if !done {
             tx.batch_execute(sql).await?;
-            tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])
-                .await?;
+            tx.execute(
+                "INSERT INTO sink_schema_migrations (name) VALUES ($1)",
+                &[name],
+            )
+            .await?;
             applied.push(*name);
         }
         tx.commit().await?;
     }
     Ok(applied)
+}
+
+/// Counts dead letters the broker did not take, so a batch never commits past one.
+#[derive(Default)]
+struct DeliveryFailures(std::sync::atomic::AtomicU64);
+
+impl rdkafka::ClientContext for DeliveryFailures {}
+impl rdkafka::producer::ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::error!(error = %e, "dead letter not delivered");
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the sink has written since it started.
@@ -116,7 +145,7 @@ pub struct AnalyticsSink {
     rt: tokio::runtime::Runtime,
     pg: Client,
     consumer: BaseConsumer,
-    dlq: BaseProducer,
+    dlq: BaseProducer<DeliveryFailures>,
     serde: Arc<AvroSerde>,
     topics: Topics,
     pub max_batch: usize,
@@ -125,6 +154,9 @@ pub struct AnalyticsSink {
     positions: HashMap<(String, i32), i64>,
     /// Prepared statements by SQL text: parsed once per connection.
     statements: HashMap<Cow<'static, str>, Statement>,
+    /// Test hook (`ERP_SINK_HOLD_BATCH=N`): batch N writes its rows, then waits forever
+    /// before committing, so a test can `kill -9` the sink inside an open transaction.
+    hold_batch: Option<u64>,
 }
 
 /// The event topics the sink reads.
@@ -183,12 +215,27 @@ async fn run_ops<C: GenericClient + Sync>(
         })
         .collect();
     let statements = &*statements;
-    try_join_all(
-        ops.iter()
-            .zip(&params)
-            .map(|(o, p)| client.execute(&statements[&o.sql], p)),
-    )
-    .await?;
+    // Every future is polled in plan order on each wake-up, so the requests leave in plan
+    // order (PostgreSQL runs them in arrival order: an order's row before its lines and
+    // its status); `MaybeDone` keeps a finished one's result until all are done.
+    let mut pending: Vec<_> = ops
+        .iter()
+        .zip(&params)
+        .map(|(o, p)| Box::pin(maybe_done(client.execute(&statements[&o.sql], p))))
+        .collect();
+    poll_fn(|cx| {
+        let mut done = true;
+        for f in pending.iter_mut() {
+            done &= f.as_mut().poll(cx).is_ready();
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    for f in pending.iter_mut() {
+        if let Some(Err(e)) = f.as_mut().take_output() {
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 
@@ -209,6 +256,12 @@ impl AnalyticsSink {
                 "{schema:?} is not a schema name this sink uses (a-z, 0-9, _)"
             )));
         }
+        if fresh && schema == "public" {
+            return Err(SinkError::Config(
+                "--fresh drops the whole schema: refused for `public`, which other things share"
+                    .into(),
+            ));
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -219,6 +272,30 @@ impl AnalyticsSink {
                     tracing::error!(error = %e, "PostgreSQL connection lost");
                 }
             });
+            // One sink per schema: a second one would interleave batches, move offsets
+            // back and miss the other's uncommitted rows. The lock goes with the session,
+            // so a killed sink releases it.
+            // A sink killed a moment ago may still hold it until PostgreSQL notices the
+            // closed connection: wait a little before refusing.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let locked: bool = pg
+                    .query_one(
+                        "SELECT pg_try_advisory_lock(hashtext('erp-analytics-sink:' || $1::text))",
+                        &[&schema],
+                    )
+                    .await?
+                    .get(0);
+                if locked {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(SinkError::Config(format!(
+                        "another sink is writing schema {schema:?}; stop it first"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             if fresh {
                 pg.batch_execute(&format!(
                     "SET client_min_messages TO warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
@@ -250,36 +327,53 @@ impl AnalyticsSink {
             .set("group.id", format!("{}erp-analytics-sink", topics.prefix))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            // Never jump silently: a position outside the log is an error (below).
+            .set("auto.offset.reset", "error")
             .create()?;
         let mut tpl = TopicPartitionList::new();
         let mut positions = HashMap::new();
         for (topic, _) in sources(&topics) {
             let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            for p in md.topics().iter().flat_map(|t| t.partitions()) {
-                let key = (topic.clone(), p.id());
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .map(|p| p.id())
+                .collect();
+            if partitions.is_empty() {
+                return Err(SinkError::Config(format!(
+                    "event topic {topic} does not exist: run `erp setup` first"
+                )));
+            }
+            for p in partitions {
+                let key = (topic.clone(), p);
+                let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
                 let at = match stored.get(&key) {
-                    Some(o) => *o,
-                    None => {
-                        consumer
-                            .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?
-                            .0
+                    Some(o) if *o < low => {
+                        return Err(SinkError::Config(format!(
+                            "{topic}[{p}]: the sink stopped at offset {o} but the log now starts at {low} \
+                             (retention deleted events it never wrote); run with --fresh to rebuild"
+                        )));
                     }
+                    Some(o) if *o > high => {
+                        return Err(SinkError::Config(format!(
+                            "{topic}[{p}]: the sink stopped at offset {o} but the log ends at {high} \
+                             (the topic was recreated?); run with --fresh to rebuild"
+                        )));
+                    }
+                    Some(o) => *o,
+                    None => low,
                 };
-                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(at))?;
+                tpl.add_partition_offset(&topic, p, Offset::Offset(at))?;
                 positions.insert(key, at);
             }
         }
-        if tpl.count() == 0 {
-            return Err(SinkError::Config(
-                "no event topic exists yet: run `erp setup` first".into(),
-            ));
-        }
         consumer.assign(&tpl)?;
-        let dlq: BaseProducer = ClientConfig::new()
+        let dlq = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .create()?;
+            .create_with_context(DeliveryFailures::default())?;
         Ok(Self {
             rt,
             pg,
@@ -291,6 +385,9 @@ impl AnalyticsSink {
             stats: SinkStats::default(),
             positions,
             statements: HashMap::new(),
+            hold_batch: std::env::var("ERP_SINK_HOLD_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -327,6 +424,11 @@ impl AnalyticsSink {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.consumer.poll(left) {
                 Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    return Err(SinkError::Config(
+                        "a stored offset is outside its partition's log; run with --fresh to rebuild".into(),
+                    ));
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "sink consumer"),
                 None => break,
             }
@@ -339,7 +441,12 @@ impl AnalyticsSink {
         let mut backoff = Duration::from_millis(250);
         let gave_up = Instant::now() + Duration::from_secs(300);
         let dead = loop {
-            match self.write_batch(&batch) {
+            let written = self.write_batch(&batch);
+            if written.is_err() {
+                // Nothing of the batch committed: the next poll must read it again.
+                self.rewind(&batch);
+            }
+            match written {
                 Err(SinkError::Registry(e)) if Instant::now() < gave_up => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry unavailable");
                     std::thread::sleep(backoff);
@@ -354,6 +461,24 @@ impl AnalyticsSink {
         Ok(batch.len())
     }
 
+    /// Seeks every partition of `batch` back to the last committed position.
+    fn rewind(&self, batch: &[OwnedMessage]) {
+        let mut seen = std::collections::HashSet::new();
+        for m in batch {
+            if seen.insert((m.topic(), m.partition())) {
+                let at = self.position(m.topic(), m.partition());
+                if let Err(e) = self.consumer.seek(
+                    m.topic(),
+                    m.partition(),
+                    Offset::Offset(at),
+                    Duration::from_secs(10),
+                ) {
+                    tracing::warn!(error = %e, topic = m.topic(), "seek back failed");
+                }
+            }
+        }
+    }
+
     /// One PostgreSQL transaction: the batch's rows, its dead letters and the next
     /// offsets. Returns the number of dead letters.
     fn write_batch(&mut self, batch: &[OwnedMessage]) -> Result<u64, SinkError> {
@@ -364,13 +489,14 @@ impl AnalyticsSink {
             let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
             let plan = match m.payload().map(|b| self.serde.decode_json(b)) {
                 None => Err("undecodable: no value (a tombstone)".to_string()),
-                Some(Ok((_, _, value))) => Ok(plan_event(
-                    aggregate,
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    &value,
-                )),
+                Some(Ok((_, _, value))) => {
+                    match plan_event(aggregate, m.topic(), m.partition(), m.offset(), &value) {
+                        Some(plan) => Ok(Some(plan)),
+                        None => {
+                            Err("no payload: none of the envelope's event fields is set".into())
+                        }
+                    }
+                }
                 Some(Err(e)) if e.is_retriable() => return Err(SinkError::Registry(e.to_string())),
                 Some(Err(e)) => Err(format!("undecodable: {e}")),
             };
@@ -415,6 +541,7 @@ impl AnalyticsSink {
         let offsets: Vec<&Op> = offsets.iter().collect();
         let (pg, statements, dlq, topics) =
             (&mut self.pg, &mut self.statements, &self.dlq, &self.topics);
+        let hold = self.hold_batch == Some(self.stats.batches + 1);
         let dead: Vec<(&OwnedMessage, String)> = self.rt.block_on(async {
             // Fast path: the whole batch in one transaction: the event rows and the
             // order statuses set-based, the other rows pipelined.
@@ -432,6 +559,12 @@ impl AnalyticsSink {
                 .collect();
             let tx = pg.transaction().await?;
             match run_ops(&tx, statements, &ops).await {
+                Ok(()) if hold => {
+                    eprintln!("sink: holding a batch of {} statements open (ERP_SINK_HOLD_BATCH)", ops.len());
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
                 Ok(()) => {
                     let dead: Vec<(&OwnedMessage, String)> =
                         undecodable.iter().map(|(m, r, _)| (*m, r.clone())).collect();
@@ -490,7 +623,7 @@ impl AnalyticsSink {
 /// Kafka before the offsets move past them. Only a batch PostgreSQL took sends them, so
 /// a fast path that failed halfway does not send them twice.
 fn send_dead_letters(
-    dlq: &BaseProducer,
+    dlq: &BaseProducer<DeliveryFailures>,
     topics: &Topics,
     dead: &[(&OwnedMessage, String)],
 ) -> Result<(), SinkError> {
@@ -501,12 +634,18 @@ fn send_dead_letters(
     }
     if !dead.is_empty() {
         dlq.flush(Duration::from_secs(30))?;
+        let failed = dlq.context().0.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            return Err(SinkError::Config(format!(
+                "{failed} dead letter(s) not delivered to {topic}: the batch is not committed"
+            )));
+        }
     }
     Ok(())
 }
 
 fn send_dead_letter(
-    dlq: &BaseProducer,
+    dlq: &BaseProducer<DeliveryFailures>,
     topic: &str,
     m: &OwnedMessage,
     reason: &str,

@@ -182,8 +182,14 @@ impl Source {
             line: line_no,
             message,
         };
+        // A byte-order mark some spreadsheets write is not part of the first field.
+        let text = if line_no == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
         let trimmed = text.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        if trimmed.is_empty() || (self.format == Format::Ndjson && trimmed.starts_with('#')) {
             return Ok(None);
         }
         let record = match self.format {
@@ -438,16 +444,29 @@ fn csv_record(
                 }
                 m.insert("lines".into(), Value::Array(lines));
             }
-            _ => {
-                // Numbers stay numbers so both formats derive the same ids.
+            // The columns that are numbers or flags in every kind's record; everything
+            // else stays text (a numeric SKU or name is still a string).
+            "quantity"
+            | "initial_stock"
+            | "low_stock_threshold"
+            | "reorder_point"
+            | "reorder_quantity" => {
                 let v = match value.parse::<i64>() {
-                    Ok(n) if !value.starts_with('+') && !value.starts_with("0") || value == "0" => {
-                        Value::from(n)
-                    }
-                    _ if value == "true" || value == "false" => Value::Bool(value == "true"),
+                    Ok(n) => Value::from(n),
+                    Err(_) => Value::String(value),
+                };
+                m.insert(name.clone(), v);
+            }
+            "manual_confirmation" => {
+                let v = match value.as_str() {
+                    "true" => Value::Bool(true),
+                    "false" => Value::Bool(false),
                     _ => Value::String(value),
                 };
                 m.insert(name.clone(), v);
+            }
+            _ => {
+                m.insert(name.clone(), Value::String(value));
             }
         }
     }
@@ -851,6 +870,28 @@ mod tests {
             "{}",
             bad[2]
         );
+    }
+
+    #[test]
+    fn csv_text_columns_stay_text_even_when_they_look_like_numbers() {
+        let (ok, bad) = one(
+            Kind::Restocks,
+            Format::Csv,
+            &["\u{feff}sku,quantity,warehouse", "12345,7,007", "#1,2,main"],
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        let SourceCommand::Inventory(c) = &ok[0] else {
+            panic!()
+        };
+        assert_eq!(c.sku, "12345");
+        assert_eq!(
+            c.restock.as_ref().unwrap().warehouse.as_deref(),
+            Some("007")
+        );
+        let SourceCommand::Inventory(c) = &ok[1] else {
+            panic!()
+        };
+        assert_eq!(c.sku, "#1", "a CSV row is never a comment");
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Default for Settings {
             bootstrap_servers: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             postgres_url: "postgres://erp@127.0.0.1:5433/erp".into(),
-            postgres_schema: "public".into(),
+            postgres_schema: "analytics".into(),
             state_dir: PathBuf::from("erp-state"),
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             partitions: 4,

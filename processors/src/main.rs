@@ -91,7 +91,9 @@ enum Command {
         /// ndjson or csv (default: from each file's extension).
         #[arg(long)]
         format: Option<String>,
-        /// Names the file in derived command ids instead of its file name.
+        /// Names the file in derived command ids instead of its file name (needed when
+        /// two different files have the same name: same name and same line = same
+        /// command, which the processors take once).
         #[arg(long)]
         source_id: Option<String>,
         /// Validate only; publish nothing.
@@ -153,6 +155,9 @@ enum Command {
         /// first, and read the event topics again from the start.
         #[arg(long)]
         fresh: bool,
+        /// Records per PostgreSQL transaction (at most).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
     },
     /// The replay benchmark's baseline: a raw read_committed consume (no decoding, no
     /// processing) of every application's input topics, from the start to the end.
@@ -418,6 +423,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sink {
             until_caught_up,
             fresh,
+            batch_size,
         } => {
             ops::check_broker(&settings.bootstrap_servers)?;
             let mut sink = erp_connectors::sink::AnalyticsSink::connect(
@@ -429,6 +435,7 @@ fn main() -> anyhow::Result<()> {
                 topics,
             )
             .with_context(|| format!("starting the sink (database {})", settings.postgres_url))?;
+            sink.max_batch = batch_size as usize;
             let started = Instant::now();
             tracing::info!(partitions = sink.partitions().len(), "sink connected");
             if until_caught_up {
@@ -839,6 +846,11 @@ fn load_files(
     options: LoadOptions,
 ) -> anyhow::Result<()> {
     use erp_connectors::source::{self, Kind};
+    if options.source_id.is_some() && files.len() > 1 {
+        // One id for two files would give their identical lines the same command ids,
+        // and the processors would drop the second as a repeat.
+        bail!("--source-id names one file: load the files one by one");
+    }
     let publisher = if options.dry_run {
         None
     } else {
