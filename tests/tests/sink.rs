@@ -563,3 +563,91 @@ fn poison_records_go_to_the_dead_letters_and_a_newer_schema_keeps_working() {
     // (the third-party interop test) read every event topic on the broker.
     erp_processors::ops::delete_topics(&app.settings.bootstrap_servers, &[&topic]).unwrap();
 }
+
+#[test]
+fn a_second_sink_on_the_same_schema_and_an_offset_outside_the_log_are_refused() {
+    let app = TestApp::new("sinkguard");
+    // A first sink holds its first batch open (and the schema's lock) …
+    let p = app.publisher();
+    let mut e = wire::OrderEvent::empty(
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        1,
+        1,
+    );
+    e.order_cancelled = Some(wire::OrderCancelled {
+        reason: "test".into(),
+        released_skus: vec![],
+        compensations: None,
+    });
+    let topic = app.topics.order_events();
+    let bytes = app
+        .serde
+        .encode(&topic, SchemaKind::OrderEvent, &e)
+        .unwrap();
+    p.send_raw(&topic, e.order_id.as_bytes(), &bytes, 1, &[])
+        .unwrap();
+    p.flush().unwrap();
+    let mut first = sink(&app, &[])
+        .env("ERP_SINK_HOLD_BATCH", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = first.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("holding a batch") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the first sink holds its batch");
+    // … so a second one refuses to start.
+    let out = sink(&app, &["--until-caught-up"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another sink is writing schema"),
+        "{stderr}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // The first sink's batch never committed; once it is gone a sink writes the event.
+    run_sink_until_caught_up(&app);
+    let mut db = pg(&app);
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM event_store", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // A stored offset beyond the log (the topic was recreated, say) stops the sink
+    // instead of skipping to wherever the consumer would land.
+    db.execute(
+        "UPDATE sink_offsets SET next_offset = next_offset + 1000",
+        &[],
+    )
+    .unwrap();
+    let out = sink(&app, &["--until-caught-up"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run with --fresh to rebuild"), "{stderr}");
+    // --fresh rebuilds from the start.
+    let out = sink(&app, &["--until-caught-up", "--fresh"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: i64 = pg(&app)
+        .query_one("SELECT count(*) FROM event_store", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
