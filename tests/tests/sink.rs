@@ -36,6 +36,29 @@ fn sink(app: &TestApp, args: &[&str]) -> Command {
     c
 }
 
+/// A sink whose batch number `batch` writes its rows and then waits, uncommitted, inside
+/// its transaction (holding the schema's lock); returns once it is there.
+fn held_sink(app: &TestApp, args: &[&str], batch: u32) -> std::process::Child {
+    let mut child = sink(app, args)
+        .env("ERP_SINK_HOLD_BATCH", batch.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("holding a batch") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the sink did not reach batch {batch} within 60 s"));
+    child
+}
+
 fn run_sink_until_caught_up(app: &TestApp) {
     let out = sink(app, &["--until-caught-up"]).output().unwrap();
     assert!(
@@ -113,23 +136,7 @@ fn kill_dash_nine_of_the_sink_neither_loses_nor_doubles_a_row() {
 
     // Batches of 100; the third writes its rows and waits before committing: the kill
     // lands inside an open transaction, with two batches committed.
-    let mut first = sink(&app, &["--batch-size", "100"])
-        .env("ERP_SINK_HOLD_BATCH", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = first.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if line.contains("holding a batch") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the sink reaches its third batch");
+    let mut first = held_sink(&app, &["--batch-size", "100"], 3);
     first.kill().unwrap();
     first.wait().unwrap();
     let mut pg = pg(&app);
@@ -588,23 +595,7 @@ fn a_second_sink_on_the_same_schema_and_an_offset_outside_the_log_are_refused() 
     p.send_raw(&topic, e.order_id.as_bytes(), &bytes, 1, &[])
         .unwrap();
     p.flush().unwrap();
-    let mut first = sink(&app, &[])
-        .env("ERP_SINK_HOLD_BATCH", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = first.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            if line.contains("holding a batch") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the first sink holds its batch");
+    let mut first = held_sink(&app, &[], 1);
     // … so a second one refuses to start.
     let out = sink(&app, &["--until-caught-up"]).output().unwrap();
     assert!(!out.status.success());
