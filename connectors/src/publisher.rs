@@ -171,6 +171,19 @@ impl CommandPublisher {
         timestamp: i64,
         headers: &[(&str, &str)],
     ) -> Result<(), PublishError> {
+        self.send_record(topic, Some(key), Some(value), timestamp, headers)
+    }
+
+    /// Sends a record as it is, a null key or value included (a dead letter copies the
+    /// record it stands for).
+    pub fn send_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &str)],
+    ) -> Result<(), PublishError> {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(Header {
@@ -178,11 +191,15 @@ impl CommandPublisher {
                 value: Some(v.as_bytes()),
             });
         }
-        let mut record = BaseRecord::to(topic)
-            .key(key)
-            .payload(value)
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
             .timestamp(timestamp)
             .headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => {

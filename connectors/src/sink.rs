@@ -29,8 +29,7 @@ use std::task::Poll;
 use futures_util::future::{maybe_done, try_join_all};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
@@ -59,6 +58,8 @@ pub enum SinkError {
     Registry(String),
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
+    #[error("dead-letter topic: {0}")]
+    DeadLetters(#[from] crate::PublishError),
 }
 
 impl SinkError {
@@ -117,21 +118,6 @@ async fn migrate(pg: &mut Client) -> Result<Vec<&'static str>, SinkError> {
     Ok(applied)
 }
 
-/// Counts dead letters the broker did not take, so a batch never commits past one.
-#[derive(Default)]
-struct DeliveryFailures(std::sync::atomic::AtomicU64);
-
-impl rdkafka::ClientContext for DeliveryFailures {}
-impl rdkafka::producer::ProducerContext for DeliveryFailures {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::error!(error = %e, "dead letter not delivered");
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// What the sink has written since it started.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SinkStats {
@@ -145,7 +131,9 @@ pub struct AnalyticsSink {
     rt: tokio::runtime::Runtime,
     pg: Client,
     consumer: BaseConsumer,
-    dlq: BaseProducer<DeliveryFailures>,
+    /// The Kafka dead-letter topic's producer: its flush fails if a record was not
+    /// acknowledged, so a batch never commits past a lost dead letter.
+    dlq: crate::CommandPublisher,
     serde: Arc<AvroSerde>,
     topics: Topics,
     pub max_batch: usize,
@@ -369,11 +357,7 @@ impl AnalyticsSink {
             }
         }
         consumer.assign(&tpl)?;
-        let dlq = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create_with_context(DeliveryFailures::default())?;
+        let dlq = crate::CommandPublisher::new(bootstrap, serde.clone(), topics.clone())?;
         Ok(Self {
             rt,
             pg,
@@ -484,18 +468,15 @@ impl AnalyticsSink {
     fn write_batch(&mut self, batch: &[OwnedMessage]) -> Result<u64, SinkError> {
         let aggregates: HashMap<String, &'static str> = sources(&self.topics).into_iter().collect();
         // Decode and plan every record first: no I/O but the registry's (cached) schemas.
-        let mut planned: Vec<(&OwnedMessage, Result<Option<Plan>, String>)> = Vec::new();
+        let mut planned: Vec<(&OwnedMessage, Result<Plan, String>)> = Vec::new();
         for m in batch {
             let aggregate = aggregates.get(m.topic()).copied().unwrap_or("unknown");
             let plan = match m.payload().map(|b| self.serde.decode_json(b)) {
                 None => Err("undecodable: no value (a tombstone)".to_string()),
                 Some(Ok((_, _, value))) => {
-                    match plan_event(aggregate, m.topic(), m.partition(), m.offset(), &value) {
-                        Some(plan) => Ok(Some(plan)),
-                        None => {
-                            Err("no payload: none of the envelope's event fields is set".into())
-                        }
-                    }
+                    plan_event(aggregate, m.topic(), m.partition(), m.offset(), &value).ok_or_else(
+                        || "no payload: none of the envelope's event fields is set".into(),
+                    )
                 }
                 Some(Err(e)) if e.is_retriable() => return Err(SinkError::Registry(e.to_string())),
                 Some(Err(e)) => Err(format!("undecodable: {e}")),
@@ -547,7 +528,7 @@ impl AnalyticsSink {
             // order statuses set-based, the other rows pipelined.
             let plans: Vec<&Plan> = planned
                 .iter()
-                .filter_map(|(_, plan)| plan.as_ref().ok().and_then(Option::as_ref))
+                .filter_map(|(_, plan)| plan.as_ref().ok())
                 .collect();
             let events = (!plans.is_empty()).then(|| insert_events(&plans));
             let statuses = update_statuses(&plans);
@@ -585,8 +566,7 @@ impl AnalyticsSink {
             let mut dead = Vec::new();
             for (m, plan) in &planned {
                 let refused = match plan {
-                    Ok(None) => None,
-                    Ok(Some(plan)) => {
+                    Ok(plan) => {
                         let sp = tx.savepoint("record").await?;
                         let single = plan.single();
                         let record: Vec<&Op> = single.iter().chain(&plan.ops).collect();
@@ -623,68 +603,31 @@ impl AnalyticsSink {
 /// Kafka before the offsets move past them. Only a batch PostgreSQL took sends them, so
 /// a fast path that failed halfway does not send them twice.
 fn send_dead_letters(
-    dlq: &BaseProducer<DeliveryFailures>,
+    dlq: &crate::CommandPublisher,
     topics: &Topics,
     dead: &[(&OwnedMessage, String)],
 ) -> Result<(), SinkError> {
     let topic = topics.analytics_sink_dlq();
     for (m, reason) in dead {
         tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "dead letter");
-        send_dead_letter(dlq, &topic, m, reason)?;
+        let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+        dlq.send_record(
+            &topic,
+            m.key(),
+            m.payload(),
+            Utc::now().timestamp_millis(),
+            &[
+                ("__connect.errors.topic", m.topic()),
+                ("__connect.errors.partition", &partition),
+                ("__connect.errors.offset", &offset),
+                ("__connect.errors.exception.message", reason),
+            ],
+        )?;
     }
     if !dead.is_empty() {
-        dlq.flush(Duration::from_secs(30))?;
-        let failed = dlq.context().0.swap(0, Ordering::Relaxed);
-        if failed > 0 {
-            return Err(SinkError::Config(format!(
-                "{failed} dead letter(s) not delivered to {topic}: the batch is not committed"
-            )));
-        }
+        dlq.flush()?;
     }
     Ok(())
-}
-
-fn send_dead_letter(
-    dlq: &BaseProducer<DeliveryFailures>,
-    topic: &str,
-    m: &OwnedMessage,
-    reason: &str,
-) -> Result<(), SinkError> {
-    let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "__connect.errors.topic",
-            value: Some(m.topic()),
-        })
-        .insert(Header {
-            key: "__connect.errors.partition",
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: "__connect.errors.offset",
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: "__connect.errors.exception.message",
-            value: Some(reason),
-        });
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic).headers(headers);
-    if let Some(k) = m.key() {
-        record = record.key(k);
-    }
-    if let Some(v) = m.payload() {
-        record = record.payload(v);
-    }
-    loop {
-        match dlq.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                dlq.poll(Duration::from_millis(20));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }
 
 const ENVELOPE: &[&str] = &[
