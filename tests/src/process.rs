@@ -27,6 +27,19 @@ pub fn erp_binary() -> PathBuf {
     bin
 }
 
+/// Runs `command` (an `erp_command` for `args`) to the end and echoes its output into
+/// the test's log.
+pub fn run_echoed(mut command: Command, args: &[&str]) -> std::process::Output {
+    let out = command.output().expect("run erp");
+    eprintln!(
+        "$ erp {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `erp <args>` with the test application's broker, registry, prefix and partitions.
 pub fn erp_command(app: &TestApp, args: &[&str]) -> Command {
     let mut c = Command::new(erp_binary());

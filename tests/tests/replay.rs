@@ -12,7 +12,8 @@ use erp_connectors::sample::{self, Mix};
 use erp_processors::ops::{self, Digest};
 use erp_schemas::{SchemaKind, wire};
 use erp_tests::process::{
-    Instance, check_saga_invariants, erp_command, seed_customers, topologies, wait_caught_up,
+    Instance, check_saga_invariants, erp_command, run_echoed, seed_customers, topologies,
+    wait_caught_up,
 };
 
 use erp_tests::{TestApp, eventually};
@@ -34,17 +35,9 @@ fn digests(state: &Path) -> Digests {
 }
 
 fn erp(app: &TestApp, state: &Path, args: &[&str]) -> Output {
-    let out = erp_command(app, args)
-        .env("ERP_STATE_DIR", state)
-        .output()
-        .expect("run erp");
-    eprintln!(
-        "$ erp {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let mut command = erp_command(app, args);
+    command.env("ERP_STATE_DIR", state);
+    run_echoed(command, args)
 }
 
 fn wait_groups_empty(app: &TestApp) {

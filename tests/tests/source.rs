@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use erp_connectors::source::{self, Format, Kind, SourceCommand};
 use erp_schemas::{SchemaKind, wire};
-use erp_tests::process::{Instance, erp_command, wait_caught_up};
+use erp_tests::process::{Instance, erp_command, run_echoed, wait_caught_up};
 use erp_tests::{TestApp, eventually};
 
 const CUSTOMERS: &str = "\
@@ -44,14 +44,7 @@ fn load(app: &TestApp, files: &[&Path]) -> Output {
     let mut args = vec!["load".to_string()];
     args.extend(files.iter().map(|f| f.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = erp_command(app, &args).output().expect("run erp load");
-    eprintln!(
-        "$ erp {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_echoed(erp_command(app, &args), &args)
 }
 
 /// What the files say, parsed in-process the way `erp load` parses them.
