@@ -43,6 +43,9 @@ impl Carrier {
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("isolation.level", "read_committed")
+            // Shipments become readable when the shipping processor's markers land: do
+            // not let a parked fetch wait librdkafka's default 500 ms for more data.
+            .set("fetch.wait.max.ms", "10")
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .create()

@@ -201,6 +201,7 @@ impl Engines {
         );
         config.partitions = settings.partitions;
         config.commit_interval = Duration::from_millis(settings.commit_interval_ms);
+        config.commit_when_idle = settings.commit_when_idle;
         config.rocksdb = RocksDbOptions::with_memory_budget(settings.store_memory_mb << 20);
         config.poison_policy = settings.poison_policy.parse().map_err(anyhow::Error::msg)?;
         config.allow_topology_change = settings.allow_topology_change;

@@ -26,6 +26,10 @@ pub struct Settings {
     pub partitions: i32,
     /// Longest time a transaction stays open (`ERP_COMMIT_INTERVAL_MS`).
     pub commit_interval_ms: u64,
+    /// Commit as soon as no record is waiting, not only every `commit_interval_ms`
+    /// (`ERP_COMMIT_WHEN_IDLE`, default true): low latency when idle, big transactions
+    /// under load.
+    pub commit_when_idle: bool,
     /// Stable id of this process among instances of one application (`ERP_INSTANCE_ID`).
     pub instance_id: String,
     /// Prefix of every topic and application id (`ERP_TOPIC_PREFIX`).
@@ -119,7 +123,7 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 25] = [
     "postgres_url",
     "postgres_schema",
     "grpc_addr",
@@ -141,6 +145,7 @@ const FIELDS: [&str; 24] = [
     "http_addr",
     "partitions",
     "commit_interval_ms",
+    "commit_when_idle",
     "instance_id",
     "topic_prefix",
     "log_format",
@@ -157,6 +162,7 @@ impl Default for Settings {
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             partitions: 4,
             commit_interval_ms: 100,
+            commit_when_idle: true,
             instance_id: "instance-1".into(),
             topic_prefix: String::new(),
             log_format: "text".into(),

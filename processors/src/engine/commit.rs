@@ -130,7 +130,6 @@ impl TaskManager {
     ) -> Result<(), EngineError> {
         let timeout = self.config.transaction_timeout;
         let started = Instant::now();
-        self.write_journal()?;
         if !self.consumed.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.consumed {
@@ -167,18 +166,26 @@ impl TaskManager {
         let offsets_sent = started.elapsed();
         // commit_transaction first flushes, and rust-rdkafka's flush waits for delivery
         // reports in 100 ms poll slices: measured, every commit cost ~100 ms idle. Serve
-        // the reports in 1 ms slices here, so that flush finds nothing in flight.
+        // the reports in 1 ms slices here, so that flush finds nothing in flight. Each
+        // slice is librdkafka's own flush, which sends what waits in linger.ms at once
+        // (a plain poll would first wait out the linger of the last batch).
         let deadline = Instant::now() + timeout;
+        let native = self.producer.client().native_ptr();
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
-            self.producer.poll(std::time::Duration::from_millis(1));
+            // SAFETY: the producer owns `native` and outlives this call; flush is
+            // thread-safe in librdkafka.
+            unsafe { rdkafka::bindings::rd_kafka_flush(native, 1) };
+            self.producer.poll(std::time::Duration::ZERO);
         }
+        let flushed = started.elapsed();
         let result = self
             .producer
             .commit_transaction(timeout)
             .map_err(|e| classify("commit", e));
         tracing::debug!(
-            send_offsets_ms = offsets_sent.as_millis() as u64,
-            commit_transaction_ms = (started.elapsed() - offsets_sent).as_millis() as u64,
+            send_offsets_us = offsets_sent.as_micros() as u64,
+            flush_us = (flushed - offsets_sent).as_micros() as u64,
+            end_txn_us = (started.elapsed() - flushed).as_micros() as u64,
             "kafka commit"
         );
         result
@@ -219,13 +226,10 @@ impl TaskManager {
         // record (unless rewound further below), and their scripts to the last commit.
         let mut reseek: Vec<((String, i32), i64)> = Vec::new();
         for task in self.tasks.values_mut() {
-            if let Some(j) = task.journal.as_mut() {
-                j.pending.clear();
-                if let Some(f) = j.follower.as_mut() {
-                    for (input, offset) in f.aborted() {
-                        let topic = self.topology.source_topics[input as usize].clone();
-                        reseek.push(((topic, task.partition), offset));
-                    }
+            if let Some(f) = task.journal.as_mut().and_then(|j| j.follower.as_mut()) {
+                for (input, offset) in f.aborted() {
+                    let topic = self.topology.source_topics[input as usize].clone();
+                    reseek.push(((topic, task.partition), offset));
                 }
             }
         }

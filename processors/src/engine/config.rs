@@ -38,6 +38,9 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     /// Upper bound on how long a transaction stays open (Kafka Streams' EOS default: 100 ms).
     pub commit_interval: Duration,
+    /// Commit as soon as a poll finds nothing waiting (adaptive: each commit then
+    /// carries what arrived during the previous one).
+    pub commit_when_idle: bool,
     /// Commit early once a transaction holds this many input records.
     pub max_records_per_transaction: usize,
     /// Partitions of every topic this engine creates.
@@ -64,6 +67,7 @@ impl EngineConfig {
             instance_id: instance_id.to_string(),
             state_dir,
             commit_interval: Duration::from_millis(100),
+            commit_when_idle: true,
             max_records_per_transaction: 2000,
             partitions: 4,
             replication_factor: 1,

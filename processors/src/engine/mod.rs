@@ -32,6 +32,7 @@ pub use driver::{ChangelogRecord, TopologyTestDriver};
 pub use global::{GlobalStoreSpec, GlobalStores};
 pub use metrics::EngineMetrics;
 pub use partitioner::{murmur2, partition_for};
+pub(crate) use processor::wall_clock_ms;
 pub use processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
     Topology,

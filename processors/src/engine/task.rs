@@ -7,14 +7,12 @@ use rdkafka::message::OwnedMessage;
 
 use erp_state_stores::KeyValueStore;
 
-use super::journal::{Follower, JournalEntry};
+use super::journal::Follower;
 use super::processor::{Processor, Schedule};
 
 /// The journal side of a task whose topology is journaled.
 #[derive(Default)]
 pub(crate) struct TaskJournal {
-    /// Entries of the open transaction, written to the journal at commit.
-    pub pending: Vec<JournalEntry>,
     /// Set while reprocessing journaled history (after an offset reset).
     pub follower: Option<Follower<OwnedMessage>>,
     /// Since when the follower waits for its next scripted record.
