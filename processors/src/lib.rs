@@ -4,6 +4,7 @@
 mod adapter;
 pub mod app;
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod customer;
 pub mod engine;

@@ -12,6 +12,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+mod bench_cli;
+
 use erp_connectors::{CommandPublisher, sample};
 use erp_processors::app::{Context, Engines, SagaSettings, prepare};
 use erp_processors::config::Settings;
@@ -166,6 +168,12 @@ enum Command {
         /// The analytics sink's event topics instead (bench/sink.sh).
         #[arg(long)]
         event_topics: bool,
+    },
+    /// The benchmarks' measuring tools (bench/).
+    #[command(hide = true)]
+    Bench {
+        #[command(subcommand)]
+        what: bench_cli::BenchCommand,
     },
     /// The query API benchmark's baseline: a bare axum handler answering
     /// `GET /api/v1/orders/{id}` with a fixed JSON body (bench/query_api.sh).
@@ -398,6 +406,7 @@ fn main() -> anyhow::Result<()> {
                 | Command::Processor { .. }
                 | Command::BenchHttpBaseline { .. }
                 | Command::Sink { .. }
+                | Command::Bench { .. }
         ),
     );
     let topics = Topics::new(settings.topic_prefix.clone());
@@ -420,6 +429,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Processor { context } => serve(&settings, &topics, serde, &[context]),
+        Command::Bench { what } => bench_cli::run(&settings, &topics, serde, what),
         Command::Sink {
             until_caught_up,
             fresh,
