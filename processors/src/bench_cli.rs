@@ -213,7 +213,10 @@ pub(crate) fn run(
             let publish_s = started.elapsed().as_secs_f64();
             let latency = match probe {
                 Some(p) => {
-                    let sample = p.finish(expect.unwrap_or(orders), Duration::from_secs(10))?;
+                    // Inventory answers every command on the reply topic (reserve and
+                    // commit); pricing emits one OrderCreated per order.
+                    let all = if step == "inventory" { sent } else { orders };
+                    let sample = p.finish(expect.unwrap_or(all), Duration::from_secs(10))?;
                     Some(Percentiles::of(sample))
                 }
                 None => None,
