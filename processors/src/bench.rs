@@ -305,6 +305,26 @@ pub fn wait_caught_up(
     }
 }
 
+/// A read_committed consumer (no group membership) assigned to every partition of
+/// `topics` at its current end: it sees what is committed from now on, promptly.
+pub fn reader_at_end(bootstrap: &str, topics: &[String]) -> Result<BaseConsumer, BenchError> {
+    let partitions = partitions_of(bootstrap, topics)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "erp-bench-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in &partitions {
+        let (_, high) = consumer.fetch_watermarks(t, *p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(t, *p, Offset::Offset(high))?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
 fn partitions_of(bootstrap: &str, topics: &[String]) -> Result<Vec<(String, i32)>, BenchError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -367,20 +387,7 @@ pub struct LatencyProbe {
 
 impl LatencyProbe {
     pub fn start(bootstrap: &str, topics: &[String]) -> Result<Self, BenchError> {
-        let partitions = partitions_of(bootstrap, topics)?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", "erp-bench-latency")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5")
-            .create()?;
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &partitions {
-            let (_, high) = consumer.fetch_watermarks(t, *p, Duration::from_secs(10))?;
-            tpl.add_partition_offset(t, *p, Offset::Offset(high))?;
-        }
-        consumer.assign(&tpl)?;
+        let consumer = reader_at_end(bootstrap, topics)?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (flag, count) = (stop.clone(), seen.clone());

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
 use erp_connectors::{CommandPublisher, sample};
@@ -489,22 +489,8 @@ struct OutcomeWatch {
 
 impl OutcomeWatch {
     fn start(bootstrap: &str, topic: &str, serde: Arc<AvroSerde>) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", "erp-bench-saga")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5")
-            .create()?;
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics().iter().flat_map(|t| t.partitions()) {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
-        }
-        consumer
-            .assign(&tpl)
-            .context("assigning the order events")?;
+        let consumer = bench::reader_at_end(bootstrap, &[topic.to_string()])
+            .context("reading the order events")?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen: Arc<Mutex<HashMap<String, (&'static str, i64)>>> = Arc::default();
         let (flag, map) = (stop.clone(), seen.clone());
@@ -518,16 +504,7 @@ impl OutcomeWatch {
                 let now = bench::now_ms();
                 let Some(bytes) = msg.payload() else { continue };
                 let event: wire::OrderEvent = serde.decode(SchemaKind::OrderEvent, bytes)?;
-                if event.order_created.is_some() {
-                    created.insert(event.order_id.clone());
-                }
-                let kind = if event.order_completed.is_some() {
-                    "completed"
-                } else if event.order_cancelled.is_some() {
-                    "cancelled"
-                } else if event.command_rejected.is_some() && !created.contains(&event.order_id) {
-                    "rejected"
-                } else {
+                let Some(kind) = super::outcome_of(&event, &mut created) else {
                     continue;
                 };
                 map.lock()

@@ -915,6 +915,24 @@ fn load_files(
     Ok(())
 }
 
+/// The outcome an order event announces, if any: completed, cancelled, or rejected (a
+/// refused PlaceOrder: the order never existed). `created` collects the orders seen
+/// created, which tells a refused PlaceOrder from a refused later command.
+fn outcome_of(event: &wire::OrderEvent, created: &mut HashSet<String>) -> Option<&'static str> {
+    if event.order_created.is_some() {
+        created.insert(event.order_id.clone());
+    }
+    if event.order_completed.is_some() {
+        Some("completed")
+    } else if event.order_cancelled.is_some() {
+        Some("cancelled")
+    } else if event.command_rejected.is_some() && !created.contains(&event.order_id) {
+        Some("rejected")
+    } else {
+        None
+    }
+}
+
 fn demo_load(
     settings: &Settings,
     topics: Topics,
@@ -988,12 +1006,10 @@ fn demo_load(
         if !order_ids.contains(&event.order_id) {
             continue;
         }
-        if event.order_created.is_some() {
-            created.insert(event.order_id.clone());
-        }
-        let outcome = if event.order_completed.is_some() {
-            "completed"
-        } else if let Some(c) = &event.order_cancelled {
+        let Some(outcome) = outcome_of(&event, &mut created) else {
+            continue;
+        };
+        if let Some(c) = &event.order_cancelled {
             let kind = c
                 .reason
                 .split([':', '('])
@@ -1002,13 +1018,7 @@ fn demo_load(
                 .trim()
                 .to_string();
             *cancel_reasons.entry(kind).or_default() += 1;
-            "cancelled"
-        } else if event.command_rejected.is_some() && !created.contains(&event.order_id) {
-            // A PlaceOrder that was refused: the order never existed.
-            "rejected"
-        } else {
-            continue;
-        };
+        }
         if outcomes.insert(event.order_id.clone(), outcome).is_none() {
             pb.inc(1);
         }
