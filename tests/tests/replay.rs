@@ -372,23 +372,44 @@ fn a_replay_interrupted_by_kill_dash_nine_resumes_in_journal_order() {
     );
     assert!(replay.status.success());
     let order = topologies(&app).remove(0);
-    let behind = || -> i64 {
+    // Progress is what the group has committed: the lag would not do, as the other
+    // processors' replays keep appending to the order processor's inputs.
+    let committed = || -> i64 {
         ops::lag(&app.settings.bootstrap_servers, &order)
             .unwrap()
             .iter()
-            .map(ops::LagRow::lag)
+            .map(|row| row.committed.unwrap_or(0))
             .sum()
     };
-    let initial = behind();
-    let second = Instance::spawn(&app, "i1", &state);
-    // Kill once the order processor is visibly into its journal, well before the end.
-    let at_kill = eventually(Duration::from_secs(300), "replay under way", || {
-        let now = behind();
-        (now < initial * 4 / 5).then_some(now)
+    assert_eq!(
+        committed(),
+        0,
+        "replay --all rewinds every input to the start"
+    );
+    let to_replay: i64 = ops::lag(&app.settings.bootstrap_servers, &order)
+        .unwrap()
+        .iter()
+        .map(ops::LagRow::lag)
+        .sum();
+    // The order processor stops inside the transaction after its first 1,000 committed
+    // inputs: at most 2,999 of them are committed (a transaction holds at most 2,000),
+    // so the kill lands mid-replay however fast the engine runs.
+    let second = Instance::spawn_with(
+        &app,
+        "i1",
+        &state,
+        &[("ERP_HOLD_AFTER_RECORDS", "-erp-order:1000")],
+    );
+    eventually(Duration::from_secs(300), "replay under way", || {
+        (committed() >= 1000).then_some(())
     });
     second.kill();
-    eprintln!("killed with {at_kill} of {initial} order inputs still to replay");
-    assert!(at_kill > 0, "the kill must land mid-replay");
+    let at_kill = committed();
+    eprintln!("killed with {at_kill} of {to_replay} order inputs replayed");
+    assert!(
+        at_kill < to_replay,
+        "the kill must land mid-replay ({at_kill} of {to_replay} committed)"
+    );
     let third = Instance::spawn(&app, "i1", &state);
     third.wait_ready();
     wait_caught_up(&app, Duration::from_secs(300));

@@ -62,7 +62,20 @@ impl TaskManager {
         if self.txn == TxnState::Idle {
             return Ok(());
         }
+        if self.hold_after_records == Some(0) {
+            eprintln!(
+                "{}: holding an open transaction (ERP_HOLD_AFTER_RECORDS)",
+                self.topology.application_id
+            );
+            loop {
+                std::thread::park();
+            }
+        }
         let started = Instant::now();
+        let records = match self.txn {
+            TxnState::Open { records, .. } => records as u64,
+            TxnState::Idle => 0,
+        };
         match self.try_commit(consumer) {
             Ok(()) => {
                 let kafka_done = started.elapsed();
@@ -101,6 +114,9 @@ impl TaskManager {
                     }
                 }
                 self.txn = TxnState::Idle;
+                if let Some(left) = self.hold_after_records.as_mut() {
+                    *left = left.saturating_sub(records);
+                }
                 let app = self.topology.application_id.as_str();
                 self.metrics
                     .store_memory_bytes

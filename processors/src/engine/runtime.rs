@@ -131,6 +131,10 @@ pub(crate) struct TaskManager {
     standbys: SharedStandbys,
     /// Per input partition: offsets below this are reprocessed without outputs.
     pub(crate) mute: HashMap<(String, i32), i64>,
+    /// Test hook (`ERP_HOLD_AFTER_RECORDS=<application-id suffix>:<N>`): once N input
+    /// records are committed, the thread stops inside its next open transaction, so a
+    /// test can kill the process mid-work at a known point instead of racing a fast engine.
+    pub(crate) hold_after_records: Option<u64>,
 }
 
 impl TaskManager {
@@ -890,6 +894,7 @@ impl StreamThread {
             globals,
             standbys: standbys.clone(),
             mute: HashMap::new(),
+            hold_after_records: hold_after_records(&self.topology.application_id),
         }));
         let standby_thread = start_standbys(
             &self.config,
@@ -1099,4 +1104,12 @@ mod tests {
         assert_eq!(ReplayMarks::parse(""), ReplayMarks::default());
         assert_eq!(ReplayMarks::parse("something else"), ReplayMarks::default());
     }
+}
+
+/// Parses `ERP_HOLD_AFTER_RECORDS` (`<application-id suffix>:<N>`) for one topology.
+fn hold_after_records(application_id: &str) -> Option<u64> {
+    let spec = std::env::var("ERP_HOLD_AFTER_RECORDS").ok()?;
+    let (suffix, n) = spec.rsplit_once(':')?;
+    let n = n.parse().ok()?;
+    application_id.ends_with(suffix).then_some(n)
 }
