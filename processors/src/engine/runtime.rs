@@ -1067,6 +1067,14 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition:
     }
 }
 
+/// Parses `ERP_HOLD_AFTER_RECORDS` (`<application-id suffix>:<N>`) for one topology.
+fn hold_after_records(application_id: &str) -> Option<u64> {
+    let spec = std::env::var("ERP_HOLD_AFTER_RECORDS").ok()?;
+    let (suffix, n) = spec.rsplit_once(':')?;
+    let n = n.parse().ok()?;
+    application_id.ends_with(suffix).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::ReplayMarks;
@@ -1104,12 +1112,4 @@ mod tests {
         assert_eq!(ReplayMarks::parse(""), ReplayMarks::default());
         assert_eq!(ReplayMarks::parse("something else"), ReplayMarks::default());
     }
-}
-
-/// Parses `ERP_HOLD_AFTER_RECORDS` (`<application-id suffix>:<N>`) for one topology.
-fn hold_after_records(application_id: &str) -> Option<u64> {
-    let spec = std::env::var("ERP_HOLD_AFTER_RECORDS").ok()?;
-    let (suffix, n) = spec.rsplit_once(':')?;
-    let n = n.parse().ok()?;
-    application_id.ends_with(suffix).then_some(n)
 }
