@@ -2,7 +2,8 @@
 export ERP_CACHE=${ERP_CACHE:-$HOME/.cache/erp-saga}
 # One cargo target dir outside the clone: CI and later sessions reuse the RocksDB build.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ERP_CACHE/target}
-export ERP_BOOTSTRAP_SERVERS=${ERP_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+# The running stack says where its brokers are (three in cluster mode: scripts/stack.sh).
+export ERP_BOOTSTRAP_SERVERS=${ERP_BOOTSTRAP_SERVERS:-$(cat "$ERP_CACHE/run/bootstrap" 2>/dev/null || echo 127.0.0.1:9092)}
 export ERP_SCHEMA_REGISTRY_URL=${ERP_SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081/apis/ccompat/v7}
 
 # Debian packages the Rust build needs (bindgen for rocksdb wants libclang).

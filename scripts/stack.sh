@@ -9,6 +9,13 @@
 #   scripts/stack.sh reset    down + wipe broker and database data (fresh next `up`)
 #   scripts/stack.sh psql …   psql on the analytics database (e.g. -c 'SELECT …')
 #   scripts/stack.sh tool …   one of Kafka's command-line tools (see below)
+#   scripts/stack.sh broker kill [N] | start   fault injection (bench/chaos)
+#
+# ERP_STACK=cluster scripts/stack.sh up   three KRaft brokers (127.0.0.1:9092, :9192,
+#   :9292; each also a controller) with replication factor 3 and min.insync.replicas 2
+#   for every topic, the internal ones included. The mode is remembered in $RUN/mode
+#   (down/status/broker need no flag) and the bootstrap list in $RUN/bootstrap, which
+#   scripts/env.sh exports as ERP_BOOTSTRAP_SERVERS.
 #
 # Idempotent: `up` on a running stack only re-checks readiness.
 # Everything lives under $ERP_CACHE (default ~/.cache/erp-saga), outside the clone.
@@ -24,7 +31,20 @@ RUN=$CACHE/run
 KAFKA_PORT=${ERP_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${ERP_KAFKA_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${ERP_REGISTRY_PORT:-8081}
-BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+# The mode of a running stack wins; ERP_STACK picks one for a stopped stack.
+RUNNING_MODE=$(cat "$RUN/mode" 2>/dev/null || true)
+MODE=${ERP_STACK:-${RUNNING_MODE:-single}}
+case "$MODE" in
+  single) NODES=1 ;;
+  cluster) NODES=3 ;;
+  *) printf '[stack] ERROR: ERP_STACK must be single or cluster, not %s\n' "$MODE" >&2; exit 1 ;;
+esac
+# Node N (1-based) listens on KAFKA_PORT + 100(N-1), its controller on CONTROLLER_PORT + 100(N-1).
+node_port() { echo $((KAFKA_PORT + 100 * ($1 - 1))); }
+node_controller_port() { echo $((CONTROLLER_PORT + 100 * ($1 - 1))); }
+node_dir() { if [ "$MODE" = single ]; then echo "$RUN/kafka"; else echo "$RUN/cluster/kafka-$1"; fi; }
+node_pid() { if [ "$MODE" = single ]; then echo "$RUN/kafka.pid"; else echo "$RUN/cluster/kafka-$1.pid"; fi; }
+BOOTSTRAP=$(for n in $(seq 1 $NODES); do printf '127.0.0.1:%s,' "$(node_port "$n")"; done | sed 's/,$//')
 REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
 PG_PORT=${ERP_PG_PORT:-5433}
 PG_URL=postgres://erp@127.0.0.1:$PG_PORT/erp
@@ -131,10 +151,20 @@ stop_postgres() {
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+tools_log() { echo "$RUN/log4j2-tools.xml"; }
+
 kafka_ready() {
-  # A real metadata request: TopicCommand lists topics through the broker.
-  timeout 30 java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" \
-    org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+  if [ "$NODES" = 1 ]; then
+    # A real metadata request: TopicCommand lists topics through the broker.
+    timeout 30 java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" \
+      org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+  else
+    # Every broker registered and unfenced: topics with replication factor 3 need all three.
+    local n
+    n=$(timeout 30 java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" \
+      org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$BOOTSTRAP" 2>/dev/null | grep -c '(id: ' || true)
+    [ "$n" = "$NODES" ]
+  fi
 }
 
 registry_ready() {
@@ -142,26 +172,37 @@ registry_ready() {
 }
 
 write_kafka_config() {
-  mkdir -p "$RUN/kafka/data" "$RUN/kafka/logs"
-  cat >"$RUN/kafka/server.properties" <<EOF
+  local n=$1 dir port cport quorum rf isr
+  dir=$(node_dir "$n"); port=$(node_port "$n"); cport=$(node_controller_port "$n")
+  mkdir -p "$dir/data" "$dir/logs"
+  if [ "$NODES" = 1 ]; then
+    quorum="controller.quorum.bootstrap.servers=127.0.0.1:$cport" rf=1 isr=1
+  else
+    local voters="" i
+    for i in $(seq 1 $NODES); do voters+="$i@127.0.0.1:$(node_controller_port "$i"),"; done
+    quorum="controller.quorum.voters=${voters%,}" rf=3 isr=2
+  fi
+  cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$n
+$quorum
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs=$RUN/kafka/data
+log.dirs=$dir/data
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+unclean.leader.election.enable=false
 group.initial.rebalance.delay.ms=0
 transaction.abort.timed.out.transaction.cleanup.interval.ms=2000
 transaction.remove.expired.transaction.cleanup.interval.ms=60000
@@ -169,10 +210,10 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 log.retention.hours=-1
 EOF
-  cat >"$RUN/kafka/log4j2.xml" <<EOF
+  cat >"$dir/log4j2.xml" <<EOF
 <Configuration status="WARN">
   <Appenders>
-    <File name="file" fileName="$RUN/kafka/logs/server.log">
+    <File name="file" fileName="$dir/logs/server.log">
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>
     </File>
   </Appenders>
@@ -183,7 +224,12 @@ EOF
   </Loggers>
 </Configuration>
 EOF
-  cat >"$RUN/kafka/log4j2-tools.xml" <<EOF
+  write_tools_log
+}
+
+write_tools_log() {
+  mkdir -p "$RUN"
+  cat >"$(tools_log)" <<EOF
 <Configuration status="OFF">
   <Appenders><Console name="err" target="SYSTEM_ERR"><PatternLayout pattern="%p %m%n"/></Console></Appenders>
   <Loggers><Root level="ERROR"><AppenderRef ref="err"/></Root></Loggers>
@@ -191,34 +237,72 @@ EOF
 EOF
 }
 
-start_kafka() {
-  if pid_alive "$RUN/kafka.pid"; then
-    log "kafka already running (pid $(cat "$RUN/kafka.pid"))"
-  elif (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then
-    die "port $KAFKA_PORT is taken by a process this script did not start; stop it first"
-  else
-    write_kafka_config
-    if [ ! -f "$RUN/kafka/data/meta.properties" ]; then
-      local cluster_id
-      cluster_id=$(java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" kafka.tools.StorageTool random-uuid)
-      java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml" kafka.tools.StorageTool format \
-        -t "$cluster_id" -c "$RUN/kafka/server.properties" --standalone --ignore-formatted >/dev/null
-      log "formatted KRaft storage (cluster $cluster_id)"
-    fi
-    log "starting kafka $KAFKA_VERSION on $BOOTSTRAP"
-    nohup java -Xms512m -Xmx1g -XX:+UseG1GC \
-      -Dlog4j2.configurationFile="$RUN/kafka/log4j2.xml" \
-      -cp "$KAFKA_LIBS/*" kafka.Kafka "$RUN/kafka/server.properties" \
-      >"$RUN/kafka/logs/stdout.log" 2>&1 &
-    echo $! >"$RUN/kafka.pid"
+start_node() {
+  local n=$1 dir pidf port
+  dir=$(node_dir "$n"); pidf=$(node_pid "$n"); port=$(node_port "$n")
+  if pid_alive "$pidf"; then
+    log "kafka node $n already running (pid $(cat "$pidf"))"
+    return
   fi
-  local deadline=$((SECONDS + 120))
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port is taken by a process this script did not start; stop it first"
+  fi
+  write_kafka_config "$n"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster_id
+    if [ "$NODES" = 1 ]; then
+      cluster_id=$(java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool random-uuid)
+      java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$dir/server.properties" --standalone --ignore-formatted >/dev/null
+    else
+      # One cluster id for the three nodes; the static voter list needs no bootstrap flag.
+      [ -s "$RUN/cluster/cluster-id" ] || java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" \
+        kafka.tools.StorageTool random-uuid >"$RUN/cluster/cluster-id"
+      cluster_id=$(cat "$RUN/cluster/cluster-id")
+      java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$dir/server.properties" --ignore-formatted >/dev/null
+    fi
+    log "formatted KRaft storage of node $n (cluster $cluster_id)"
+  fi
+  log "starting kafka $KAFKA_VERSION node $n on 127.0.0.1:$port"
+  nohup java -Xms512m -Xmx1g -XX:+UseG1GC \
+    -Dlog4j2.configurationFile="$dir/log4j2.xml" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/logs/stdout.log" 2>&1 &
+  echo $! >"$pidf"
+}
+
+any_node_alive() {
+  local f
+  if [ "$1" = single ]; then pid_alive "$RUN/kafka.pid"; return; fi
+  for f in "$RUN"/cluster/kafka-*.pid; do pid_alive "$f" && return 0; done
+  return 1
+}
+
+start_kafka() {
+  if [ -n "$RUNNING_MODE" ] && [ "$RUNNING_MODE" != "$MODE" ] && any_node_alive "$RUNNING_MODE"; then
+    die "the stack runs in $RUNNING_MODE mode; run $0 down before starting it in $MODE mode"
+  fi
+  mkdir -p "$RUN/cluster"
+  echo "$MODE" >"$RUN/mode"
+  echo "$BOOTSTRAP" >"$RUN/bootstrap"
+  local n
+  for n in $(seq 1 $NODES); do start_node "$n"; done
+  local deadline=$((SECONDS + 180))
   until kafka_ready; do
-    pid_alive "$RUN/kafka.pid" || die "kafka exited during start-up; see $RUN/kafka/logs/"
-    ((SECONDS < deadline)) || die "kafka not ready after 120 s; see $RUN/kafka/logs/"
+    for n in $(seq 1 $NODES); do
+      pid_alive "$(node_pid "$n")" || die "kafka node $n exited during start-up; see $(node_dir "$n")/logs/"
+    done
+    ((SECONDS < deadline)) || die "kafka not ready after 180 s; see the logs under $RUN"
     sleep 1
   done
-  log "kafka ready (metadata request answered)"
+  log "kafka ready ($MODE: $BOOTSTRAP)"
+}
+
+stop_kafka() {
+  local n
+  for n in $(seq 1 $NODES); do stop_pid "kafka node $n" "$(node_pid "$n")"; done
+  rm -f "$RUN/mode" "$RUN/bootstrap"
 }
 
 start_registry() {
@@ -275,17 +359,19 @@ case "${1:-up}" in
     ;;
   down)
     stop_pid registry "$RUN/registry.pid"
-    stop_pid kafka "$RUN/kafka.pid"
+    stop_kafka
     stop_postgres
     ;;
   reset)
     "$0" down
     # The sink's database holds Kafka offsets: it goes with the broker's data.
-    rm -rf "$RUN/kafka/data" "$PG_DIR/data"
+    rm -rf "$RUN/kafka/data" "$RUN/cluster" "$PG_DIR/data"
     log "broker and database data wiped"
     ;;
   status)
-    pid_alive "$RUN/kafka.pid" && echo "kafka: running (pid $(cat "$RUN/kafka.pid")) on $BOOTSTRAP" || echo "kafka: stopped"
+    for n in $(seq 1 $NODES); do
+      pid_alive "$(node_pid "$n")" && echo "kafka node $n: running (pid $(cat "$(node_pid "$n")")) on 127.0.0.1:$(node_port "$n") ($MODE)" || echo "kafka node $n: stopped ($MODE)"
+    done
     pid_alive "$RUN/registry.pid" && echo "registry: running (pid $(cat "$RUN/registry.pid")) at $REGISTRY_URL" || echo "registry: stopped"
     pg_ready && echo "postgres: running at $PG_URL" || echo "postgres: stopped"
     ;;
@@ -298,15 +384,34 @@ case "${1:-up}" in
     # The sink's tables live in schema `analytics` (ERP_POSTGRES_SCHEMA) unless told otherwise.
     PGOPTIONS="-c search_path=${ERP_POSTGRES_SCHEMA:-analytics},public" exec "$bin/psql" "$PG_URL" "$@"
     ;;
+  broker)
+    # Fault injection for bench/chaos: `broker kill` (SIGKILL, no clean shutdown) and
+    # `broker start` (same data, waits until it answers again).
+    case "${2:-}" in
+      kill)
+        n=${3:-1}
+        pid_alive "$(node_pid "$n")" || die "kafka node $n is not running"
+        pid=$(cat "$(node_pid "$n")")
+        kill -KILL "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        log "kafka node $n killed (pid $pid)"
+        ;;
+      start)
+        fetch_kafka >/dev/null
+        start_kafka
+        ;;
+      *) die "usage: $0 broker kill [N] | start" ;;
+    esac
+    ;;
   tool)
     # Kafka's own command-line tools from the same jars, e.g.
     #   scripts/stack.sh tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --help
     shift
     fetch_kafka >/dev/null
     [ $# -ge 1 ] || die "usage: $0 tool <main class> [args…]"
-    logcfg=()
-    [ -f "$RUN/kafka/log4j2-tools.xml" ] && logcfg=(-Dlog4j2.configurationFile="$RUN/kafka/log4j2-tools.xml")
+    [ -f "$(tools_log)" ] || write_tools_log
+    logcfg=(-Dlog4j2.configurationFile="$(tools_log)")
     exec java -Xmx256m -cp "$KAFKA_LIBS/*" "${logcfg[@]}" "$@"
     ;;
-  *) die "usage: $0 up|down|status|reset|fetch|tool <class> [args]" ;;
+  *) die "usage: $0 up|down|status|reset|fetch|broker kill|start|tool <class> [args]" ;;
 esac

@@ -93,17 +93,35 @@ impl CommandPublisher {
     }
 
     pub fn order(&self, cmd: &wire::OrderCommand) -> Result<(), PublishError> {
+        self.order_with_headers(cmd, &[])
+    }
+
+    /// An order command with extra headers (a chaos run marks its bad records).
+    pub fn order_with_headers(
+        &self,
+        cmd: &wire::OrderCommand,
+        extra: &[(&str, &str)],
+    ) -> Result<(), PublishError> {
         let topic = self.topics.order_commands();
-        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
-        self.publish(
+        let value = self.serde.encode(&topic, SchemaKind::OrderCommand, cmd)?;
+        let corr = cmd.correlation_id.as_deref().unwrap_or(&cmd.command_id);
+        let mut headers = vec![
+            ("correlation_id", corr),
+            ("command_id", cmd.command_id.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.send_raw(
             &topic,
-            SchemaKind::OrderCommand,
-            &cmd.order_id,
-            cmd,
-            at,
-            id,
-            corr,
+            cmd.order_id.as_bytes(),
+            &value,
+            cmd.issued_at,
+            &headers,
         )
+    }
+
+    /// The serde the publisher encodes with.
+    pub fn serde(&self) -> &AvroSerde {
+        &self.serde
     }
 
     pub fn inventory(&self, cmd: &wire::InventoryCommand) -> Result<(), PublishError> {

@@ -12,7 +12,8 @@ use erp_state_stores::{Readiness, RocksDbOptions, StoreMetrics, StoreRegistry};
 
 use crate::config::Settings;
 use crate::engine::{
-    EngineConfig, EngineError, EngineMetrics, StreamThread, TopicSpec, Topology, ensure_topics,
+    EngineConfig, EngineError, EngineMetrics, Replication, StreamThread, TopicSpec, Topology,
+    ensure_topics,
 };
 use crate::{customer, inventory, order, payment, shipping};
 
@@ -96,7 +97,11 @@ impl Context {
 }
 
 /// Every topic the given topologies need, internal ones included.
-pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
+pub fn topic_specs(
+    topologies: &[Topology],
+    partitions: i32,
+    replication: Replication,
+) -> Vec<TopicSpec> {
     let mut specs: Vec<TopicSpec> = Vec::new();
     let mut add = |spec: TopicSpec| {
         if !specs.iter().any(|s| s.name == spec.name) {
@@ -106,19 +111,19 @@ pub fn topic_specs(topologies: &[Topology], partitions: i32) -> Vec<TopicSpec> {
     // Tables read as global stores are compacted, whoever writes them.
     for t in topologies {
         for g in &t.global_stores {
-            add(TopicSpec::new(g.topic.clone(), partitions, 1).compacted());
+            add(TopicSpec::new(g.topic.clone(), partitions, replication).compacted());
         }
     }
     for t in topologies {
         for name in t.source_topics.iter().chain(&t.sink_topics) {
-            add(TopicSpec::new(name.clone(), partitions, 1));
+            add(TopicSpec::new(name.clone(), partitions, replication));
         }
         for name in t.changelog_topics() {
-            add(TopicSpec::new(name, partitions, 1).compacted());
+            add(TopicSpec::new(name, partitions, replication).compacted());
         }
-        add(TopicSpec::new(t.dlq_topic(), partitions, 1));
+        add(TopicSpec::new(t.dlq_topic(), partitions, replication));
         if t.journaled() {
-            add(TopicSpec::new(t.journal_topic(), partitions, 1));
+            add(TopicSpec::new(t.journal_topic(), partitions, replication));
         }
     }
     specs
@@ -131,23 +136,24 @@ pub async fn prepare(
     topologies: &[Topology],
     serde: Arc<AvroSerde>,
 ) -> anyhow::Result<()> {
-    let mut specs = topic_specs(topologies, settings.partitions);
+    let replication = settings.replication();
+    let mut specs = topic_specs(topologies, settings.partitions, replication);
     for name in topics.data_topics() {
         if let Some(spec) = specs.iter_mut().find(|s| s.name == name) {
             // The customer table is compacted even where no topology reads it.
             if name == topics.customers() {
-                *spec = TopicSpec::new(name, settings.partitions, 1).compacted();
+                *spec = TopicSpec::new(name, settings.partitions, replication).compacted();
             }
         } else if name == topics.customers() {
-            specs.push(TopicSpec::new(name, settings.partitions, 1).compacted());
+            specs.push(TopicSpec::new(name, settings.partitions, replication).compacted());
         } else {
-            specs.push(TopicSpec::new(name, settings.partitions, 1));
+            specs.push(TopicSpec::new(name, settings.partitions, replication));
         }
     }
     specs.push(TopicSpec::new(
         topics.analytics_sink_dlq(),
         settings.partitions,
-        1,
+        replication,
     ));
     ensure_topics(&settings.bootstrap_servers, &specs).await?;
     let subjects = topics.subjects();

@@ -133,7 +133,11 @@ pub(crate) fn run(
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(ensure_topics(
                 bootstrap,
-                &[TopicSpec::new(topic.clone(), settings.partitions, 1)],
+                &[TopicSpec::new(
+                    topic.clone(),
+                    settings.partitions,
+                    settings.replication(),
+                )],
             ))?;
             let txn =
                 transactional.then_some((Duration::from_millis(settings.commit_interval_ms), 2000));
@@ -151,7 +155,11 @@ pub(crate) fn run(
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(ensure_topics(
                 bootstrap,
-                &topic_specs(std::slice::from_ref(&topology), settings.partitions),
+                &topic_specs(
+                    std::slice::from_ref(&topology),
+                    settings.partitions,
+                    settings.replication(),
+                ),
             ))?;
             let engines = Engines::start(settings, vec![topology])?;
             rt.block_on(super::shutdown_signal());

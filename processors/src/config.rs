@@ -24,6 +24,12 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Partitions of every topic the project creates (`ERP_PARTITIONS`).
     pub partitions: i32,
+    /// Replicas of every topic the project creates (`ERP_REPLICATION_FACTOR`; 3 on the
+    /// local cluster, `ERP_STACK=cluster scripts/stack.sh up`).
+    pub replication_factor: i32,
+    /// `min.insync.replicas` of every topic the project creates
+    /// (`ERP_MIN_INSYNC_REPLICAS`; 2 with 3 replicas: a write survives one broker loss).
+    pub min_insync_replicas: i32,
     /// Longest time a transaction stays open (`ERP_COMMIT_INTERVAL_MS`).
     pub commit_interval_ms: u64,
     /// Commit as soon as no record is waiting, not only every `commit_interval_ms`
@@ -123,7 +129,9 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 25] = [
+const FIELDS: [&str; 27] = [
+    "replication_factor",
+    "min_insync_replicas",
     "postgres_url",
     "postgres_schema",
     "grpc_addr",
@@ -161,6 +169,8 @@ impl Default for Settings {
             state_dir: PathBuf::from("erp-state"),
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             partitions: 4,
+            replication_factor: 1,
+            min_insync_replicas: 1,
             commit_interval_ms: 100,
             commit_when_idle: true,
             instance_id: "instance-1".into(),
@@ -192,6 +202,14 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// How every topic the project creates is replicated.
+    pub fn replication(&self) -> crate::engine::Replication {
+        crate::engine::Replication {
+            factor: self.replication_factor,
+            min_insync: self.min_insync_replicas,
+        }
+    }
+
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(f) = file {
@@ -216,6 +234,18 @@ impl Settings {
             return bad(format!(
                 "partitions must be 1..=1024, got {}",
                 self.partitions
+            ));
+        }
+        if !(1..=16).contains(&self.replication_factor) {
+            return bad(format!(
+                "replication_factor must be 1..=16, got {}",
+                self.replication_factor
+            ));
+        }
+        if !(1..=self.replication_factor).contains(&self.min_insync_replicas) {
+            return bad(format!(
+                "min_insync_replicas must be 1..=replication_factor ({}), got {}",
+                self.replication_factor, self.min_insync_replicas
             ));
         }
         if !(1..=60_000).contains(&self.commit_interval_ms) {

@@ -5,6 +5,7 @@ mod adapter;
 pub mod app;
 pub mod audit;
 pub mod bench;
+pub mod check;
 pub mod config;
 pub mod customer;
 pub mod engine;

@@ -54,6 +54,21 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
+    /// Check every exactly-once invariant over all committed commands, events and
+    /// dead letters (accepted orders answered and ended once, unique event ids, the stock
+    /// ledger, money, legal saga order, poison dead-lettered with its bytes); exit
+    /// non-zero on any violation.
+    Check {
+        /// Keep re-reading until nothing is under way, at most this many seconds.
+        #[arg(long, default_value_t = 120)]
+        settle_secs: u64,
+        /// Longest time one read of one topic may take.
+        #[arg(long, default_value_t = 600)]
+        read_timeout_secs: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Publish a sample load (customers, products, then a mixed load of orders and
     /// cancels), act as the carrier (dispatch + deliver every shipment), wait for every
     /// order's outcome and print a summary.
@@ -169,6 +184,11 @@ enum Command {
         #[arg(long)]
         event_topics: bool,
     },
+    /// The outside world's carrier on its own (the chaos runner's): dispatches and
+    /// delivers every shipment the saga creates until SIGTERM; a restart resumes from
+    /// the group's committed offsets.
+    #[command(hide = true)]
+    Carrier,
     /// The benchmarks' measuring tools (bench/).
     #[command(hide = true)]
     Bench {
@@ -225,6 +245,10 @@ struct ShapeArgs {
     /// Orders per second, open loop (default: as fast as the producer goes).
     #[arg(long)]
     rate: Option<f64>,
+    /// Percent of orders followed by one bad record (bad magic byte, unknown schema id,
+    /// truncated Avro, or an invalid business value), marked with an `erp-chaos` header.
+    #[arg(long, default_value_t = 0.0)]
+    poison_pct: f64,
 }
 
 impl ShapeArgs {
@@ -257,6 +281,9 @@ impl ShapeArgs {
         if self.products == 0 || self.customers == 0 {
             bail!("--products and --customers must be at least 1");
         }
+        if !(0.0..=100.0).contains(&self.poison_pct) {
+            bail!("--poison-pct must be 0..=100, got {}", self.poison_pct);
+        }
         Ok(erp_connectors::generator::Shape {
             customers: self.customers,
             products: self.products,
@@ -265,6 +292,7 @@ impl ShapeArgs {
             seed: self.seed,
             mix,
             rate: self.rate,
+            poison_pct: self.poison_pct,
         })
     }
 }
@@ -581,6 +609,47 @@ fn main() -> anyhow::Result<()> {
             println!("topics and schemas ready");
             Ok(())
         }
+        Command::Carrier => {
+            let carrier = erp_connectors::Carrier::start(
+                &settings.bootstrap_servers,
+                &format!("{}erp-carrier", topics.prefix),
+                serde.clone(),
+                CommandPublisher::new(&settings.bootstrap_servers, serde.clone(), topics.clone())?,
+            )?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(shutdown_signal());
+            let delivered = carrier.delivered();
+            carrier.stop()?;
+            println!("carrier: {delivered} shipment(s) dispatched and delivered");
+            Ok(())
+        }
+        Command::Check {
+            settle_secs,
+            read_timeout_secs,
+            json,
+        } => {
+            let report = erp_processors::check::check_until_settled(
+                &settings.bootstrap_servers,
+                &serde,
+                &topics,
+                Duration::from_secs(settle_secs),
+                Duration::from_secs(read_timeout_secs),
+            )?;
+            println!("{report}");
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if report.violation_count() > 0 {
+                bail!("{} invariant violation(s)", report.violation_count());
+            }
+            if report.open > 0 {
+                bail!("{} order(s) still open after {settle_secs} s", report.open);
+            }
+            Ok(())
+        }
         Command::CheckSaga { timeout_secs } => {
             let report = erp_processors::audit::audit_until_settled(
                 &settings.bootstrap_servers,
@@ -630,6 +699,14 @@ fn main() -> anyhow::Result<()> {
                 out.order_ids.len() as f64 / out.elapsed.as_secs_f64().max(1e-9),
                 out.max_lag.as_millis()
             );
+            if !out.poison.is_empty() {
+                let kinds: Vec<String> = out
+                    .poison
+                    .iter()
+                    .map(|(k, n)| format!("{} {n}", k.name()))
+                    .collect();
+                println!("poison records: {}", kinds.join(", "));
+            }
             Ok(())
         }
         Command::Load {

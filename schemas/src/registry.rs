@@ -14,6 +14,9 @@ use schema_registry_converter::schema_registry_common::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The most one decoded string, byte array or collection may allocate.
+pub const MAX_ALLOCATION_BYTES: usize = 16 << 20;
+
 /// The record schemas this project owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SchemaKind {
@@ -129,6 +132,16 @@ impl WireError {
     }
 }
 
+/// The registry has no schema under the record's id (as opposed to bytes that do not
+/// match the schema it has: "Could not transform bytes using schema" is malformed data).
+fn is_schema_lookup_failure(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("schema registry")
+        || r.contains("404")
+        || r.contains("not found")
+        || r.contains("raw schema")
+}
+
 fn describe(e: &SRCError) -> String {
     match &e.cause {
         Some(c) => format!("{}: {c}", e.error),
@@ -149,6 +162,9 @@ pub struct AvroSerde {
 impl AvroSerde {
     /// `url` is the Confluent-compatible base, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`.
     pub fn new(url: &str) -> Self {
+        // A crafted length prefix must not make the decoder allocate apache-avro's default
+        // 512 MiB: no record of ours comes near 16 MiB (Kafka's default limit is 1 MiB).
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let settings = SrSettings::new(url.to_string());
         Self {
             url: url.to_string(),
@@ -235,7 +251,7 @@ impl AvroSerde {
             let reason = describe(&e);
             if e.retriable {
                 WireError::Registry(reason)
-            } else if reason.contains("schema") && !reason.contains("decod") {
+            } else if is_schema_lookup_failure(&reason) {
                 WireError::UnknownSchema { id, reason }
             } else {
                 WireError::Malformed(reason)
@@ -268,7 +284,7 @@ impl AvroSerde {
             let reason = describe(&e);
             if e.retriable {
                 WireError::Registry(reason)
-            } else if reason.contains("schema") && !reason.contains("decod") {
+            } else if is_schema_lookup_failure(&reason) {
                 WireError::UnknownSchema { id, reason }
             } else {
                 WireError::Malformed(reason)

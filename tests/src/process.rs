@@ -222,7 +222,8 @@ pub fn seed_customers(
 }
 
 /// Waits until every order of `orders` ended and compensations settled, then checks the
-/// saga's invariants on committed data (see `erp_processors::audit`).
+/// saga's invariants on committed data (`erp_processors::audit`, then the chaos suite's
+/// `erp_processors::check`).
 pub fn check_saga_invariants(app: &TestApp, orders: &[wire::OrderCommand]) -> AuditReport {
     let ids: HashSet<&str> = orders.iter().map(|o| o.order_id.as_str()).collect();
     let report = app.audit();
@@ -235,6 +236,16 @@ pub fn check_saga_invariants(app: &TestApp, orders: &[wire::OrderCommand]) -> Au
         .collect();
     let missing = ids.iter().filter(|id| !created.contains(**id)).count();
     assert_eq!(missing, 0, "{missing} orders were never created");
+    // The stricter checker of the chaos suite over the same history: every command,
+    // event and dead letter.
+    let full = erp_processors::check::check(
+        &app.settings.bootstrap_servers,
+        &app.serde,
+        &app.topics,
+        Duration::from_secs(300),
+    )
+    .expect("erp check reads every topic");
+    assert!(full.is_clean(), "erp check:\n{full}");
     report
 }
 

@@ -72,7 +72,11 @@ fn an_abort_mid_transaction_rolls_back_and_reprocesses_exactly_once() {
             }),
         }
     };
-    let specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    let specs = topic_specs(
+        std::slice::from_ref(&topology),
+        app.settings.partitions,
+        app.settings.replication(),
+    );
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))
@@ -221,7 +225,11 @@ fn wall_clock_punctuations_run_inside_transactions_on_the_real_broker() {
             }),
         }
     };
-    let specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    let specs = topic_specs(
+        std::slice::from_ref(&topology),
+        app.settings.partitions,
+        app.settings.replication(),
+    );
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))
@@ -300,10 +308,14 @@ fn global_stores_are_complete_before_processing_and_follow_their_topic() {
             processor: Arc::new(move |_| Box::new(Pricer { out: out.clone() })),
         }
     };
-    let mut specs = topic_specs(std::slice::from_ref(&topology), app.settings.partitions);
+    let mut specs = topic_specs(
+        std::slice::from_ref(&topology),
+        app.settings.partitions,
+        app.settings.replication(),
+    );
     // The global topic need not be co-partitioned with the input: give it 2 partitions.
     specs.retain(|s| s.name != prices);
-    specs.push(TopicSpec::new(prices.clone(), 2, 1).compacted());
+    specs.push(TopicSpec::new(prices.clone(), 2, app.settings.replication()).compacted());
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(ensure_topics(&app.settings.bootstrap_servers, &specs))

@@ -922,6 +922,22 @@ fn poison_records_go_to_the_dlq_with_reasons_and_processing_continues() {
         by_key["unknown-schema"].headers["__dlq.errors.exception.class.name"],
         "unknown_schema"
     );
+    // The chaos suite's checker finds the same: three poison records, each dead-lettered
+    // once with its bytes; the refused PlaceOrders answered; no invariant broken.
+    let report = erp_processors::check::check(
+        &app.settings.bootstrap_servers,
+        &app.serde,
+        &app.topics,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(report.violation_count(), 0, "{report}");
+    assert_eq!(
+        (report.poison, report.poison_dead_lettered),
+        (3, 3),
+        "{report}"
+    );
+    assert_eq!(report.place_orders_rejected, 2, "{report}");
     engines.stop().unwrap();
 }
 

@@ -265,6 +265,7 @@ fn readme_analytics_queries_match_the_event_topics() {
         seed: 23,
         mix: Mix::ACCEPTANCE,
         rate: Some(80.0),
+        poison_pct: 0.0,
     });
     let catalogue = generator.catalogue(Some(&p), 1).unwrap();
     for id in &catalogue.customer_ids {

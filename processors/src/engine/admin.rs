@@ -8,21 +8,37 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::EngineError;
 
+/// How a topic is replicated: `factor` copies, and a write is acknowledged (acks=all)
+/// once `min_insync` of them have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    pub factor: i32,
+    pub min_insync: i32,
+}
+
+impl Replication {
+    /// One broker (the default local stack).
+    pub const SINGLE: Replication = Replication {
+        factor: 1,
+        min_insync: 1,
+    };
+}
+
 /// A topic this project creates if it does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
-    pub replication_factor: i32,
+    pub replication: Replication,
     pub compacted: bool,
 }
 
 impl TopicSpec {
-    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
+    pub fn new(name: impl Into<String>, partitions: i32, replication: Replication) -> Self {
         Self {
             name: name.into(),
             partitions,
-            replication_factor,
+            replication,
             compacted: false,
         }
     }
@@ -40,14 +56,20 @@ pub async fn ensure_topics(bootstrap: &str, specs: &[TopicSpec]) -> Result<(), E
         .set("bootstrap.servers", bootstrap)
         .create()
         .map_err(|e| EngineError::Kafka(format!("admin client: {e}")))?;
+    let min_insync: Vec<String> = specs
+        .iter()
+        .map(|s| s.replication.min_insync.to_string())
+        .collect();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|s| {
+        .zip(&min_insync)
+        .map(|(s, min_insync)| {
             let t = NewTopic::new(
                 &s.name,
                 s.partitions,
-                TopicReplication::Fixed(s.replication_factor),
-            );
+                TopicReplication::Fixed(s.replication.factor),
+            )
+            .set("min.insync.replicas", min_insync);
             if s.compacted {
                 t.set("cleanup.policy", "compact")
             } else {

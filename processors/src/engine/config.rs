@@ -45,7 +45,6 @@ pub struct EngineConfig {
     pub max_records_per_transaction: usize,
     /// Partitions of every topic this engine creates.
     pub partitions: i32,
-    pub replication_factor: i32,
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
     pub poison_policy: PoisonPolicy,
@@ -70,7 +69,6 @@ impl EngineConfig {
             commit_when_idle: true,
             max_records_per_transaction: 2000,
             partitions: 4,
-            replication_factor: 1,
             transaction_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
             poison_policy: PoisonPolicy::DeadLetter,

@@ -26,7 +26,7 @@ pub mod shadow;
 mod standby;
 mod task;
 
-pub use admin::{TopicSpec, ensure_topics};
+pub use admin::{Replication, TopicSpec, ensure_topics};
 pub use config::{EngineConfig, PoisonPolicy};
 pub use driver::{ChangelogRecord, TopologyTestDriver};
 pub use global::{GlobalStoreSpec, GlobalStores};
