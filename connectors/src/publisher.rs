@@ -236,7 +236,8 @@ impl CommandPublisher {
     /// Waits until every record is acknowledged.
     pub fn flush(&self) -> Result<(), PublishError> {
         self.producer
-            .flush(Duration::from_secs(60))
+            // Long enough to ride out a broker restart (librdkafka keeps retrying).
+            .flush(Duration::from_secs(180))
             .map_err(|e| PublishError::Kafka(format!("flush: {e}")))?;
         match self.producer.context().failed.swap(0, Ordering::Relaxed) {
             0 => Ok(()),

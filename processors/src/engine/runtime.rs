@@ -771,6 +771,9 @@ impl ClientContext for EngineContext {
 impl ConsumerContext for EngineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            // At info: the evidence an operator (or the chaos runner) looks for after a
+            // pause, a crash or a scale-out.
+            tracing::info!(partitions = tpl.count(), "rebalance: partitions revoked");
             let mut tm = self.tasks.lock().expect("task manager poisoned");
             if let Err(e) = tm.on_revoke(consumer, tpl) {
                 tracing::error!(error = %e, "revoke failed");
@@ -782,6 +785,7 @@ impl ConsumerContext for EngineContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "rebalance: partitions assigned");
                 let mut tm = self.tasks.lock().expect("task manager poisoned");
                 if let Err(e) = tm.on_assign(consumer, tpl) {
                     tracing::error!(error = %e, "assignment failed");
