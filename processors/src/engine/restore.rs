@@ -245,6 +245,9 @@ fn restore_topic(
                 }
             }
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
+            Some(Err(e)) if transient(&e) => {
+                tracing::warn!(error = %e, topic, "restore: broker unreachable for now; librdkafka retries")
+            }
             Some(Err(e)) => return Err(EngineError::Kafka(format!("restore {topic}: {e}"))),
             Some(Ok(m)) => {
                 let Some((p, next)) = pending.get_mut(&m.partition()) else {
@@ -358,6 +361,9 @@ pub(crate) fn read_journal(
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {
                 break;
             }
+            Some(Err(e)) if transient(&e) => {
+                tracing::warn!(error = %e, topic, "journal: broker unreachable for now; librdkafka retries")
+            }
             Some(Err(e)) => return Err(EngineError::Kafka(format!("journal {topic}: {e}"))),
             Some(Ok(m)) => {
                 last_progress = Instant::now();
@@ -373,4 +379,24 @@ pub(crate) fn read_journal(
         }
     }
     Ok(out)
+}
+
+/// Errors a consumer reports while one broker is away (killed, restarting, moving
+/// leadership); librdkafka reconnects and fails over by itself, so a reader logs them and
+/// keeps polling instead of failing the stream thread.
+pub(crate) fn transient(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+        )
+    )
 }

@@ -227,6 +227,9 @@ pub fn rebuild_from_inputs(
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {
                 mark_ends(&consumer, topology, partition, until, &mut done);
             }
+            Some(Err(e)) if super::restore::transient(&e) => {
+                tracing::warn!(error = %e, "rebuild: broker unreachable for now; librdkafka retries")
+            }
             Some(Err(e)) => return Err(EngineError::Kafka(format!("rebuild consumer: {e}"))),
             Some(Ok(m)) => {
                 let i = position(m.topic());
