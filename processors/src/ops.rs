@@ -384,6 +384,11 @@ pub struct ResetPlan {
     /// Topics kept on purpose (journal, DLQ), with why.
     pub keep_topics: Vec<(String, &'static str)>,
     pub wipe: Vec<(PathBuf, u64)>,
+    /// The topology journals its inputs: the new offsets carry the `follow` mark, so a
+    /// restart reads the whole journal even if the reprocessing is killed before its
+    /// first commit (then the journal's tail holds only aborted records and would say
+    /// nothing is left to follow).
+    pub follow_journal: bool,
 }
 
 impl ResetPlan {
@@ -533,6 +538,7 @@ pub fn plan_reset(
         delete_topics,
         keep_topics,
         wipe,
+        follow_journal: topology.journaled(),
     })
 }
 
@@ -647,7 +653,7 @@ pub fn execute_reset(bootstrap: &str, plan: &ResetPlan, wait: Duration) -> Resul
             .map_err(kafka(bootstrap))?;
         let marks = ReplayMarks {
             emit_from: p.emit_from.filter(|e| *e > p.target),
-            follow: false,
+            follow: plan.follow_journal && p.target < p.high,
         };
         if let Some(metadata) = marks.encode()
             && let Some(mut e) = tpl.find_partition(&p.topic, p.partition)

@@ -334,7 +334,6 @@ fn a_replay_from_a_datetime_sends_outputs_again_only_for_later_records_and_never
 }
 
 #[test]
-#[ignore = "known defect (docs/operations.md): after a kill landing mid-replay, one order-store partition was rebuilt with different content in CI"]
 fn a_replay_interrupted_by_kill_dash_nine_resumes_in_journal_order() {
     let app = TestApp::new("replay-kill");
     let state = app.state_path();

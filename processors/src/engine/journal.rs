@@ -298,6 +298,11 @@ impl<M: Positioned> Follower<M> {
         }
     }
 
+    /// The next scripted record: its input and offset.
+    pub fn awaited(&self) -> Option<(u8, i64)> {
+        self.script.get(self.cursor).map(|e| (e.input, e.offset))
+    }
+
     /// Gives up on the next scripted record (its input has no more records).
     pub fn skip_current(&mut self) {
         if self.cursor < self.script.len() {

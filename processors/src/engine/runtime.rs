@@ -79,8 +79,8 @@ impl ReplayMarks {
 /// resumes it below a tenth of that.
 const FOLLOWER_PAUSE_AT: usize = 5000;
 
-/// A scripted record that has not come after this long never will (deleted, or the
-/// input was recreated): the rest of the script is abandoned.
+/// How long a follower waits for a scripted record before it checks whether the record
+/// is still in the log at all (deleted by retention, or the input was recreated).
 const FOLLOWER_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Positioned for OwnedMessage {
@@ -500,16 +500,37 @@ impl TaskManager {
                             self.resume_if_drained(consumer, p, input);
                         }
                         if since.elapsed() > FOLLOWER_PATIENCE {
-                            tracing::warn!(partition = p, input = %self.topology.source_topics[input as usize],
-                                "replay: the next journaled record did not come in time; skipping it");
-                            if let Some(j) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut())
-                            {
-                                j.waiting_since = None;
-                                if let Some(f) = j.follower.as_mut() {
-                                    f.skip_current();
+                            let Some(j) = self.tasks.get_mut(&p).and_then(|t| t.journal.as_mut())
+                            else {
+                                break;
+                            };
+                            j.waiting_since = None;
+                            let Some(follower) = j.follower.as_mut() else {
+                                break;
+                            };
+                            let awaited = follower.awaited().map_or(-1, |(_, o)| o);
+                            let topic = self.topology.source_topics[input as usize].clone();
+                            // Skipping a record that is still in the log would reorder the
+                            // replay: only a record gone (retention, a recreated input) is
+                            // skipped; a slow fetch is waited out, however long.
+                            match consumer.fetch_watermarks(&topic, p, Duration::from_secs(5)) {
+                                Ok((low, high)) if awaited >= low && awaited < high => {
+                                    tracing::warn!(partition = p, input = %topic, offset = awaited,
+                                        "replay: still waiting for the next journaled record (it is in the log)");
+                                    break;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(partition = p, input = %topic, error = %e,
+                                        "replay: cannot tell whether the next journaled record is still in the log; waiting");
+                                    break;
+                                }
+                                Ok((low, high)) => {
+                                    tracing::warn!(partition = p, input = %topic, offset = awaited, low, high,
+                                        "replay: the next journaled record is no longer in the log; skipping it");
+                                    follower.skip_current();
+                                    continue;
                                 }
                             }
-                            continue;
                         }
                         break;
                     }
