@@ -298,3 +298,49 @@ fn an_unconfirmed_order_loses_its_reservation_to_the_expiry_punctuation() {
     assert!(cancelled.reason.contains("expired"), "{}", cancelled.reason);
     assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 0);
 }
+
+#[test]
+fn a_lagging_inventory_writes_one_expiry_per_hold_not_one_per_punctuation() {
+    let mut saga = Saga::new(Duration::from_millis(1_000));
+    saga.seed(5);
+    saga.place(true);
+    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 3);
+    // Ten TTLs of punctuations while the ExpireReservation written by the first one is
+    // still unread (the processor lags behind its own input): it is written once.
+    for _ in 0..40 {
+        saga.inventory.advance_wall_clock(250).unwrap();
+    }
+    let topic = saga.topics.inventory_commands();
+    let written: Vec<wire::InventoryCommand> = saga
+        .inventory
+        .read_output(&topic)
+        .iter()
+        .map(|r| {
+            saga.serde
+                .decode(SchemaKind::InventoryCommand, &r.value)
+                .unwrap()
+        })
+        .collect();
+    let expiries = written
+        .iter()
+        .filter(|c| c.expire_reservation.is_some())
+        .count();
+    assert_eq!(expiries, 1, "{written:?}");
+    // Once it is processed the hold is gone, and the order is told.
+    for cmd in &written {
+        let value = saga
+            .serde
+            .encode(&topic, SchemaKind::InventoryCommand, cmd)
+            .unwrap();
+        saga.inventory
+            .pipe(&topic, b"SKU-A", &value, cmd.issued_at)
+            .unwrap();
+    }
+    saga.settle();
+    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 0);
+    assert!(
+        saga.order_events()
+            .iter()
+            .any(|e| e.order_cancelled.is_some())
+    );
+}

@@ -164,6 +164,10 @@ pub trait Processor: Send {
     ) -> Result<(), ProcessError> {
         Ok(())
     }
+
+    /// The open transaction was aborted: whatever `process` or `punctuate` sent in it
+    /// is gone, and in-memory notes about it must be forgotten.
+    fn aborted(&mut self) {}
 }
 
 /// Runs `process`, turning a panic into a poison record: a processor bug triggered by

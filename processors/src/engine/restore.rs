@@ -308,7 +308,16 @@ pub(crate) fn poll_burst<C: ConsumerContext>(
     let mut batches: Burst = HashMap::new();
     let mut next = consumer.poll(Duration::from_millis(200));
     while let Some(msg) = next {
-        let m = msg.map_err(|e| EngineError::Kafka(format!("changelog consumer: {e}")))?;
+        let m = match msg {
+            Ok(m) => m,
+            // A broker away: the global and standby tails poll on (librdkafka fails
+            // over); a chaos run saw the global-store thread stop the process here.
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, "changelog consumer: broker away; polling on");
+                break;
+            }
+            Err(e) => return Err(EngineError::Kafka(format!("changelog consumer: {e}"))),
+        };
         let entry = batches
             .entry((m.topic().to_string(), m.partition()))
             .or_default();
