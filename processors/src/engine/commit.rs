@@ -175,10 +175,9 @@ impl TaskManager {
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| EngineError::Kafka("consumer has no group metadata".into()))?;
-            let producer = &self.producer;
-            retry_retriable("send offsets", timeout, || {
-                producer.send_offsets_to_transaction(&offsets, &group, timeout)
-            })?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, timeout)
+                .map_err(|e| classify("send offsets", e))?;
         }
         let offsets_sent = started.elapsed();
         // commit_transaction first flushes, and rust-rdkafka's flush waits for delivery
@@ -195,8 +194,10 @@ impl TaskManager {
             self.producer.poll(std::time::Duration::ZERO);
         }
         let flushed = started.elapsed();
-        let producer = &self.producer;
-        let result = retry_retriable("commit", timeout, || producer.commit_transaction(timeout));
+        let result = self
+            .producer
+            .commit_transaction(timeout)
+            .map_err(|e| classify("commit", e));
         tracing::debug!(
             send_offsets_us = offsets_sent.as_micros() as u64,
             flush_us = (flushed - offsets_sent).as_micros() as u64,
@@ -223,14 +224,13 @@ impl TaskManager {
         if let Err(e) = self.producer.flush(self.config.transaction_timeout) {
             tracing::warn!(error = %e, "flush before abort failed");
         }
-        let producer = &self.producer;
-        let timeout = self.config.transaction_timeout;
-        retry_retriable("abort", timeout, || producer.abort_transaction(timeout)).map_err(|e| {
-            match e {
+        self.producer
+            .abort_transaction(self.config.transaction_timeout)
+            .map_err(|e| classify("abort", e))
+            .map_err(|e| match e {
                 EngineError::Abortable(r) => EngineError::Fatal(format!("abort failed: {r}")),
                 other => other,
-            }
-        })?;
+            })?;
         let _ = self.tracker().take();
         for task in self.tasks.values_mut() {
             for store in task.stores.values_mut() {
@@ -285,36 +285,11 @@ impl TaskManager {
 }
 
 /// Sorts a transactional error into what the state machine does next.
-/// Calls a transactional API until it stops failing with a retriable error. librdkafka's
-/// contract: a retriable error (e.g. a timeout while a broker is away) leaves the
-/// transaction where it was, and the same call must be made again — aborting instead
-/// fails with "conflicting commit_transaction API call is already in progress", which
-/// made every instance exit when a broker of the cluster was killed. Past six
-/// transaction timeouts the coordinator has aborted the transaction anyway, and the
-/// error is passed on.
-fn retry_retriable(
-    step: &str,
-    timeout: std::time::Duration,
-    mut call: impl FnMut() -> rdkafka::error::KafkaResult<()>,
-) -> Result<(), EngineError> {
-    let deadline = Instant::now() + timeout * 6;
-    loop {
-        match call() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(t))
-                if t.is_retriable()
-                    && !t.txn_requires_abort()
-                    && !t.is_fatal()
-                    && Instant::now() < deadline =>
-            {
-                tracing::warn!(step, error = %t, "retriable transaction error; calling again");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err(e) => return Err(classify(step, e)),
-        }
-    }
-}
-
+/// A retriable error is treated as abortable: retrying the call (what librdkafka allows)
+/// was tried and, for send-offsets after a broker kill, blocked forever inside
+/// librdkafka (`rd_kafka_txn_op_req0` with an infinite timeout, seen in gdb on both
+/// shipping instances of a chaos run); an abort that fails in turn is fatal, and the
+/// process restarts (crash-only).
 pub(crate) fn classify(step: &str, e: KafkaError) -> EngineError {
     if let KafkaError::Transaction(ref t) = e {
         if t.txn_requires_abort() {

@@ -1015,6 +1015,14 @@ impl StreamThread {
                     Ok(())
                 }
                 Some(Ok(msg)) => guard.process(consumer, &msg, Vec::new()),
+                // A fatal consumer error (e.g. this static member fenced by a rejoin
+                // with the same group.instance.id) leaves a consumer that never
+                // fetches again: a chaos run saw the instance idle, holding no
+                // partitions, while its twin got none either. Crash-only: stop, and
+                // let the restart join afresh.
+                Some(Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code))) => {
+                    Err(EngineError::Fatal(format!("fatal consumer error: {code}")))
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     Ok(())
