@@ -213,9 +213,13 @@ EOF
   cat >"$dir/log4j2.xml" <<EOF
 <Configuration status="WARN">
   <Appenders>
-    <File name="file" fileName="$dir/logs/server.log">
+    <!-- Rolled at 100 MiB, three kept: a broker that lives for days of tests wrote a
+         single 640 MB server.log. -->
+    <RollingFile name="file" fileName="$dir/logs/server.log" filePattern="$dir/logs/server.log.%i">
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>
-    </File>
+      <Policies><SizeBasedTriggeringPolicy size="100 MB"/></Policies>
+      <DefaultRolloverStrategy max="3"/>
+    </RollingFile>
   </Appenders>
   <Loggers>
     <Logger name="kafka" level="INFO"/>
@@ -300,8 +304,11 @@ start_kafka() {
 }
 
 stop_kafka() {
+  # All nodes at once: stopped one after another, the last one has lost its controller
+  # quorum and waits out its controlled shutdown (30 s) before it is killed.
   local n
-  for n in $(seq 1 $NODES); do stop_pid "kafka node $n" "$(node_pid "$n")"; done
+  for n in $(seq 1 $NODES); do stop_pid "kafka node $n" "$(node_pid "$n")" & done
+  wait
   rm -f "$RUN/mode" "$RUN/bootstrap"
 }
 
@@ -385,8 +392,9 @@ case "${1:-up}" in
     PGOPTIONS="-c search_path=${ERP_POSTGRES_SCHEMA:-analytics},public" exec "$bin/psql" "$PG_URL" "$@"
     ;;
   broker)
-    # Fault injection for bench/chaos: `broker kill` (SIGKILL, no clean shutdown) and
-    # `broker start` (same data, waits until it answers again).
+    # Fault injection for bench/chaos: `broker kill` (SIGKILL, no clean shutdown),
+    # `broker stop` (SIGTERM, controlled shutdown) and `broker start` (same data, waits
+    # until it answers again).
     case "${2:-}" in
       kill)
         n=${3:-1}
@@ -396,11 +404,17 @@ case "${1:-up}" in
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
         log "kafka node $n killed (pid $pid)"
         ;;
+      stop)
+        # A clean restart's first half: SIGTERM, controlled shutdown.
+        n=${3:-1}
+        pid_alive "$(node_pid "$n")" || die "kafka node $n is not running"
+        stop_pid "kafka node $n" "$(node_pid "$n")"
+        ;;
       start)
         fetch_kafka >/dev/null
         start_kafka
         ;;
-      *) die "usage: $0 broker kill [N] | start" ;;
+      *) die "usage: $0 broker kill [N] | stop [N] | start" ;;
     esac
     ;;
   tool)
@@ -413,5 +427,5 @@ case "${1:-up}" in
     logcfg=(-Dlog4j2.configurationFile="$(tools_log)")
     exec java -Xmx256m -cp "$KAFKA_LIBS/*" "${logcfg[@]}" "$@"
     ;;
-  *) die "usage: $0 up|down|status|reset|fetch|broker kill|start|tool <class> [args]" ;;
+  *) die "usage: $0 up|down|status|reset|fetch|broker kill|stop|start|tool <class> [args]" ;;
 esac
