@@ -9,7 +9,7 @@
 #   scripts/stack.sh reset    down + wipe broker and database data (fresh next `up`)
 #   scripts/stack.sh psql …   psql on the analytics database (e.g. -c 'SELECT …')
 #   scripts/stack.sh tool …   one of Kafka's command-line tools (see below)
-#   scripts/stack.sh broker kill [N] | start   fault injection (bench/chaos)
+#   scripts/stack.sh broker kill [N] | stop [N] | start   fault injection (bench/chaos)
 #
 # ERP_STACK=cluster scripts/stack.sh up   three KRaft brokers (127.0.0.1:9092, :9192,
 #   :9292; each also a controller) with replication factor 3 and min.insync.replicas 2
@@ -344,7 +344,7 @@ stop_pid() {
   if pid_alive "$file"; then
     local pid; pid=$(cat "$file")
     log "stopping $name (pid $pid)"
-    kill -TERM "$pid"
+    kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$pid" 2>/dev/null; then log "$name ignored SIGTERM for 30 s; killing"; kill -KILL "$pid"; fi
   fi

@@ -165,8 +165,9 @@ pub trait Processor: Send {
         Ok(())
     }
 
-    /// The open transaction was aborted: whatever `process` or `punctuate` sent in it
-    /// is gone, and in-memory notes about it must be forgotten.
+    /// What this processor sent is gone — the open transaction was aborted, or a
+    /// punctuation's outputs were dropped (a task rebuilding after a replay sends
+    /// nothing) — and in-memory notes about it must be forgotten.
     fn aborted(&mut self) {}
 }
 

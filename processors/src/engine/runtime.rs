@@ -325,8 +325,13 @@ impl TaskManager {
         };
         let rebuilding = self.mute.keys().any(|(_, q)| *q == partition);
         match result {
-            // Timers of a task still rebuilding state silently send nothing either.
-            Ok(()) if rebuilding => Ok(()),
+            // Timers of a task still rebuilding state silently send nothing either; the
+            // processor hears that what it sent is gone (else the inventory would
+            // believe a dropped expiry written and never write it again).
+            Ok(()) if rebuilding => {
+                task.processor.aborted();
+                Ok(())
+            }
             Ok(()) => self.send_outputs(&outputs),
             Err(ProcessError::Transient(reason)) => Err(EngineError::Abortable(reason)),
             Err(ProcessError::Store(e)) => Err(e.into()),
