@@ -225,6 +225,15 @@ impl Saga {
             .collect()
     }
 
+    /// Five units in stock, an order placed that holds three of them (not yet paid).
+    fn holding_three_units(ttl: Duration) -> Self {
+        let mut saga = Self::new(ttl);
+        saga.seed(5);
+        saga.place(true);
+        assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 3);
+        saga
+    }
+
     fn product(&self) -> serde_json::Value {
         serde_json::from_slice(&self.inventory.store_get("products", b"SKU-A").unwrap()).unwrap()
     }
@@ -274,10 +283,7 @@ fn the_whole_saga_runs_through_topology_drivers() {
 
 #[test]
 fn an_unconfirmed_order_loses_its_reservation_to_the_expiry_punctuation() {
-    let mut saga = Saga::new(Duration::from_millis(1_000));
-    saga.seed(5);
-    saga.place(true);
-    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 3);
+    let mut saga = Saga::holding_three_units(Duration::from_millis(1_000));
     // Within the TTL nothing happens, however old the record's timestamp is.
     for _ in 0..3 {
         saga.inventory.advance_wall_clock(250).unwrap();
@@ -301,10 +307,7 @@ fn an_unconfirmed_order_loses_its_reservation_to_the_expiry_punctuation() {
 
 #[test]
 fn a_lagging_inventory_writes_one_expiry_per_hold_not_one_per_punctuation() {
-    let mut saga = Saga::new(Duration::from_millis(1_000));
-    saga.seed(5);
-    saga.place(true);
-    assert_eq!(saga.product()["warehouses"]["main"]["reserved"], 3);
+    let mut saga = Saga::holding_three_units(Duration::from_millis(1_000));
     // Ten TTLs of punctuations while the ExpireReservation written by the first one is
     // still unread (the processor lags behind its own input): it is written once.
     for _ in 0..40 {
