@@ -10,9 +10,13 @@ export ERP_SCHEMA_REGISTRY_URL=${ERP_SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081/
 ensure_build_deps() {
   local missing=()
   command -v clang >/dev/null 2>&1 || missing+=(clang)
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  # clang-sys wants libclang.so (libclang-dev), not only the versioned library clang brings.
+  ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-*.so 2>/dev/null | grep -q . || missing+=(libclang-dev)
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # librdkafka's SASL/SCRAM and TLS (the secured stack) link the system OpenSSL.
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
   if ((${#missing[@]})); then
     echo "[setup] installing Debian packages: ${missing[*]}" >&2
     apt-get update -qq

@@ -17,6 +17,16 @@
 #   (down/status/broker need no flag) and the bootstrap list in $RUN/bootstrap, which
 #   scripts/env.sh exports as ERP_BOOTSTRAP_SERVERS.
 #
+# ERP_STACK=secure scripts/stack.sh up   one node that authenticates every client (SASL
+#   SCRAM-SHA-256 on 127.0.0.1:9092; the controller listener uses SASL PLAIN, since
+#   SCRAM credentials live in the metadata the controller serves) and authorizes it
+#   (StandardAuthorizer, no ACL = denied, super user `admin` only). One principal per
+#   processor context (erp-order, erp-inventory, erp-payment, erp-shipping,
+#   erp-customer), erp-client (command producers, the carrier) and erp-audit (the
+#   checker); random passwords, made at format time, in $RUN/secure/credentials/
+#   (<principal>.env for `set -a; source …`, admin.properties for Kafka's tools; 0600).
+#   `erp acls | scripts/stack.sh acls` grants each principal only what it needs.
+#
 # Idempotent: `up` on a running stack only re-checks readiness.
 # Everything lives under $ERP_CACHE (default ~/.cache/erp-saga), outside the clone.
 set -euo pipefail
@@ -37,13 +47,18 @@ MODE=${ERP_STACK:-${RUNNING_MODE:-single}}
 case "$MODE" in
   single) NODES=1 ;;
   cluster) NODES=3 ;;
-  *) printf '[stack] ERROR: ERP_STACK must be single or cluster, not %s\n' "$MODE" >&2; exit 1 ;;
+  secure) NODES=1 ;;
+  *) printf '[stack] ERROR: ERP_STACK must be single, cluster or secure, not %s\n' "$MODE" >&2; exit 1 ;;
 esac
 # Node N (1-based) listens on KAFKA_PORT + 100(N-1), its controller on CONTROLLER_PORT + 100(N-1).
 node_port() { echo $((KAFKA_PORT + 100 * ($1 - 1))); }
 node_controller_port() { echo $((CONTROLLER_PORT + 100 * ($1 - 1))); }
-node_dir() { if [ "$MODE" = single ]; then echo "$RUN/kafka"; else echo "$RUN/cluster/kafka-$1"; fi; }
-node_pid() { if [ "$MODE" = single ]; then echo "$RUN/kafka.pid"; else echo "$RUN/cluster/kafka-$1.pid"; fi; }
+node_dir() { case "$MODE" in single) echo "$RUN/kafka" ;; secure) echo "$RUN/secure/kafka" ;; *) echo "$RUN/cluster/kafka-$1" ;; esac; }
+node_pid() { case "$MODE" in single) echo "$RUN/kafka.pid" ;; secure) echo "$RUN/secure/kafka.pid" ;; *) echo "$RUN/cluster/kafka-$1.pid" ;; esac; }
+CREDENTIALS=$RUN/secure/credentials
+PRINCIPALS="admin erp-order erp-inventory erp-payment erp-shipping erp-customer erp-client erp-audit"
+# Kafka's tools talk to a secured node as the super user.
+tool_auth() { if [ "$MODE" = secure ]; then echo "--command-config $CREDENTIALS/admin.properties"; fi; }
 BOOTSTRAP=$(for n in $(seq 1 $NODES); do printf '127.0.0.1:%s,' "$(node_port "$n")"; done | sed 's/,$//')
 REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
 PG_PORT=${ERP_PG_PORT:-5433}
@@ -156,8 +171,9 @@ tools_log() { echo "$RUN/log4j2-tools.xml"; }
 kafka_ready() {
   if [ "$NODES" = 1 ]; then
     # A real metadata request: TopicCommand lists topics through the broker.
+    # shellcheck disable=SC2046 # tool_auth is empty or two words
     timeout 30 java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" \
-      org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+      org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" $(tool_auth) --list >/dev/null 2>&1
   else
     # Every broker registered and unfenced: topics with replication factor 3 need all three.
     local n
@@ -171,6 +187,24 @@ registry_ready() {
   [ "$(curl -s -o /dev/null -w '%{http_code}' "$REGISTRY_URL/subjects")" = "200" ]
 }
 
+# Secure mode: one random password per principal, made once (with the node's data) and
+# kept 0600 under $CREDENTIALS; never printed.
+make_credentials() {
+  [ -s "$CREDENTIALS/admin.properties" ] && return
+  rm -rf "$RUN/secure"
+  mkdir -p "$CREDENTIALS"
+  chmod 700 "$CREDENTIALS"
+  local p pw
+  for p in $PRINCIPALS; do
+    pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    (umask 077; printf 'ERP_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT\nERP_KAFKA_SASL_MECHANISM=SCRAM-SHA-256\nERP_KAFKA_SASL_USERNAME=%s\nERP_KAFKA_SASL_PASSWORD=%s\n' "$p" "$pw" >"$CREDENTIALS/$p.env")
+  done
+  (umask 077; printf 'security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="%s";\n' "$(password_of admin)" >"$CREDENTIALS/admin.properties")
+  log "credentials of $PRINCIPALS in $CREDENTIALS"
+}
+
+password_of() { sed -n 's/^ERP_KAFKA_SASL_PASSWORD=//p' "$CREDENTIALS/$1.env"; }
+
 write_kafka_config() {
   local n=$1 dir port cport quorum rf isr
   dir=$(node_dir "$n"); port=$(node_port "$n"); cport=$(node_controller_port "$n")
@@ -182,15 +216,36 @@ write_kafka_config() {
     for i in $(seq 1 $NODES); do voters+="$i@127.0.0.1:$(node_controller_port "$i"),"; done
     quorum="controller.quorum.voters=${voters%,}" rf=3 isr=2
   fi
-  cat >"$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=$n
-$quorum
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+  local listeners
+  if [ "$MODE" = secure ]; then
+    local admin_pw; admin_pw=$(password_of admin)
+    listeners="listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin_pw\";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$admin_pw\" user_admin=\"$admin_pw\";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false"
+  else
+    listeners="listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  fi
+  # Holds the super user's password in secure mode.
+  (umask 077; cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$n
+$quorum
+$listeners
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=$rf
@@ -210,6 +265,7 @@ auto.create.topics.enable=false
 delete.topic.enable=true
 log.retention.hours=-1
 EOF
+  )
   cat >"$dir/log4j2.xml" <<EOF
 <Configuration status="WARN">
   <Appenders>
@@ -251,10 +307,19 @@ start_node() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port is taken by a process this script did not start; stop it first"
   fi
+  [ "$MODE" = secure ] && make_credentials
   write_kafka_config "$n"
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
-    if [ "$NODES" = 1 ]; then
+    if [ "$MODE" = secure ]; then
+      # SCRAM credentials go into the metadata log at format time: the broker needs the
+      # super user's before it can talk to itself.
+      local scram=() p
+      for p in $PRINCIPALS; do scram+=(--add-scram "SCRAM-SHA-256=[name=$p,password=$(password_of "$p")]"); done
+      cluster_id=$(java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool random-uuid)
+      java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$dir/server.properties" --standalone --ignore-formatted "${scram[@]}" >/dev/null
+    elif [ "$NODES" = 1 ]; then
       cluster_id=$(java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool random-uuid)
       java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" kafka.tools.StorageTool format \
         -t "$cluster_id" -c "$dir/server.properties" --standalone --ignore-formatted >/dev/null
@@ -279,6 +344,7 @@ start_node() {
 any_node_alive() {
   local f
   if [ "$1" = single ]; then pid_alive "$RUN/kafka.pid"; return; fi
+  if [ "$1" = secure ]; then pid_alive "$RUN/secure/kafka.pid"; return; fi
   for f in "$RUN"/cluster/kafka-*.pid; do pid_alive "$f" && return 0; done
   return 1
 }
@@ -361,6 +427,7 @@ case "${1:-up}" in
     start_registry
     start_postgres
     echo "ERP_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+    [ "$MODE" != secure ] || echo "credentials: $CREDENTIALS/<principal>.env (set -a; source …)"
     echo "ERP_SCHEMA_REGISTRY_URL=$REGISTRY_URL"
     echo "ERP_POSTGRES_URL=$PG_URL"
     ;;
@@ -372,7 +439,7 @@ case "${1:-up}" in
   reset)
     "$0" down
     # The sink's database holds Kafka offsets: it goes with the broker's data.
-    rm -rf "$RUN/kafka/data" "$RUN/cluster" "$PG_DIR/data"
+    rm -rf "$RUN/kafka/data" "$RUN/cluster" "$RUN/secure" "$PG_DIR/data"
     log "broker and database data wiped"
     ;;
   status)
@@ -427,5 +494,22 @@ case "${1:-up}" in
     logcfg=(-Dlog4j2.configurationFile="$(tools_log)")
     exec java -Xmx256m -cp "$KAFKA_LIBS/*" "${logcfg[@]}" "$@"
     ;;
-  *) die "usage: $0 up|down|status|reset|fetch|broker kill|stop|start|tool <class> [args]" ;;
+  acls)
+    # One line of AclCommand arguments per grant on stdin (`erp acls`), added as the
+    # super user of the secured node.
+    [ "$MODE" = secure ] || die "acls: the stack is not in secure mode (ERP_STACK=secure $0 up)"
+    fetch_kafka >/dev/null
+    [ -f "$(tools_log)" ] || write_tools_log
+    count=0
+    while read -r line; do
+      [ -n "$line" ] || continue
+      # shellcheck disable=SC2086 # one grant's arguments, split on purpose
+      java -Xmx256m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$(tools_log)" \
+        org.apache.kafka.tools.AclCommand --bootstrap-server "$BOOTSTRAP" $(tool_auth) $line >/dev/null \
+        || die "AclCommand refused: $line"
+      count=$((count + 1))
+    done
+    log "$count grant(s) added"
+    ;;
+  *) die "usage: $0 up|down|status|reset|fetch|broker kill|stop|start|tool <class> [args]|acls" ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: starts the local stack if needed, then runs every test against the
-# real broker, registry and RocksDB — Rust unit and integration tests, then a stock
-# Python Confluent client reading the event topics.
+# real broker, registry and RocksDB — Rust unit and integration tests, a stock Python
+# Confluent client reading the event topics, then the secured stack's tests.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,6 +15,16 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace -- --test-threads="${ERP_TEST_THREADS:-2}" 2>&1 | tee "$log"
 venv=$(ensure_python_env tests/python/requirements.txt)
 "$venv/bin/python" -m pytest -q tests/python 2>&1 | tee -a "$log"
+# The secured stack (SASL SCRAM + ACLs, one principal per context) is its own broker
+# mode on the same port: swap it in for its tests, then put the previous mode back.
+mode=$(cat "$ERP_CACHE/run/mode" 2>/dev/null || echo single)
+scripts/stack.sh down >/dev/null 2>&1
+ERP_STACK=secure scripts/stack.sh up >/dev/null
+secure=0
+ERP_BOOTSTRAP_SERVERS=$(cat "$ERP_CACHE/run/bootstrap") cargo test -p erp-tests --test secure -- --ignored 2>&1 | tee -a "$log" || secure=$?
+scripts/stack.sh down >/dev/null 2>&1
+ERP_STACK=$mode scripts/stack.sh up >/dev/null
+[ "$secure" = 0 ] || { echo "secured-stack tests failed" >&2; exit "$secure"; }
 # One closing line for every runner above (cargo's per-binary results + pytest).
 awk '/^test result:/ { p += $4; f += $6; next }
      /(passed|failed).* in [0-9.]+s/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

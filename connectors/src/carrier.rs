@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
@@ -39,7 +38,7 @@ impl Carrier {
         serde: Arc<AvroSerde>,
         publisher: CommandPublisher,
     ) -> Result<Self, PublishError> {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer = crate::kafka::client()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("isolation.level", "read_committed")

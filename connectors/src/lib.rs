@@ -5,6 +5,7 @@
 
 pub mod carrier;
 pub mod generator;
+pub mod kafka;
 pub mod publisher;
 pub mod sample;
 pub mod sink;

@@ -2,11 +2,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext};
 
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, WireError, wire};
@@ -51,7 +51,7 @@ impl CommandPublisher {
         serde: Arc<AvroSerde>,
         topics: Topics,
     ) -> Result<Self, PublishError> {
-        let producer = ClientConfig::new()
+        let producer = crate::kafka::client()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")

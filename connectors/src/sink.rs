@@ -31,7 +31,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_postgres::types::ToSql;
@@ -310,7 +310,7 @@ impl AnalyticsSink {
                 .collect();
             Ok::<_, SinkError>((pg, stored))
         })?;
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer = crate::kafka::client()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", format!("{}erp-analytics-sink", topics.prefix))
             .set("enable.auto.commit", "false")

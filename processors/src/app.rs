@@ -282,10 +282,10 @@ pub fn watch_inventory_outcomes(
 ) -> anyhow::Result<JoinHandle<()>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use rdkafka::{Offset, TopicPartitionList};
 
     let topic = topics.inventory_events();
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set(
             "group.id",

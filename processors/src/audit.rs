@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
@@ -124,7 +124,7 @@ fn read_all<T: DeserializeOwned>(
     kind: SchemaKind,
 ) -> Result<Vec<(String, T)>, AuditError> {
     let kafka = |e: KafkaError| AuditError::Kafka(format!("{topic}: {e}"));
-    let consumer: BaseConsumer<EndIsNotAnError> = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNotAnError> = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-audit")
         .set("isolation.level", "read_committed")

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -136,7 +135,7 @@ pub fn produce(
     size: usize,
     transactional: Option<(Duration, u64)>,
 ) -> Result<ProduceReport, BenchError> {
-    let mut config = ClientConfig::new();
+    let mut config = erp_connectors::kafka::client();
     config
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -257,7 +256,7 @@ pub fn wait_caught_up(
     let total: i64 = ends.iter().sum();
     // A consumer that never subscribes does not join the group: it only fetches the
     // group's committed offsets.
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -309,7 +308,7 @@ pub fn wait_caught_up(
 /// `topics` at its current end: it sees what is committed from now on, promptly.
 pub fn reader_at_end(bootstrap: &str, topics: &[String]) -> Result<BaseConsumer, BenchError> {
     let partitions = partitions_of(bootstrap, topics)?;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-bench-reader")
         .set("enable.auto.commit", "false")
@@ -326,7 +325,7 @@ pub fn reader_at_end(bootstrap: &str, topics: &[String]) -> Result<BaseConsumer,
 }
 
 fn partitions_of(bootstrap: &str, topics: &[String]) -> Result<Vec<(String, i32)>, BenchError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let mut out = Vec::new();

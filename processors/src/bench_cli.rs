@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use serde_json::json;
@@ -242,7 +241,7 @@ pub(crate) fn run(
             if prefix.len() < 6 {
                 bail!("refusing to drop topics of a prefix this short: {prefix:?}");
             }
-            let consumer: BaseConsumer = ClientConfig::new()
+            let consumer: BaseConsumer = erp_connectors::kafka::client()
                 .set("bootstrap.servers", bootstrap)
                 .create()?;
             let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -966,7 +966,7 @@ fn read_raw(
     mut each: impl FnMut(RawRecord),
 ) -> Result<(), AuditError> {
     let kafka = |e: KafkaError| AuditError::Kafka(format!("{topic}: {e}"));
-    let consumer: BaseConsumer<EndIsNotAnError> = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNotAnError> = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-check")
         .set("isolation.level", "read_committed")

@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Kafka bootstrap servers (`ERP_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
+    /// `PLAINTEXT`, `SASL_PLAINTEXT`, `SSL` or `SASL_SSL` (`ERP_KAFKA_SECURITY_PROTOCOL`;
+    /// the secured local stack, `ERP_STACK=secure`, wants SASL_PLAINTEXT).
+    pub kafka_security_protocol: String,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (`ERP_KAFKA_SASL_MECHANISM`).
+    pub kafka_sasl_mechanism: Option<String>,
+    /// This process's principal (`ERP_KAFKA_SASL_USERNAME`; one per processor context).
+    pub kafka_sasl_username: Option<String>,
+    /// Its password (`ERP_KAFKA_SASL_PASSWORD`). Never logged.
+    pub kafka_sasl_password: Option<Secret>,
+    /// CA certificate (PEM) of the brokers, SSL protocols (`ERP_KAFKA_SSL_CA_LOCATION`).
+    pub kafka_ssl_ca_location: Option<String>,
     /// Confluent-compatible registry base URL (`ERP_SCHEMA_REGISTRY_URL`).
     pub schema_registry_url: String,
     /// The analytics sink's database (`ERP_POSTGRES_URL`; `scripts/stack.sh up` starts one).
@@ -121,6 +132,17 @@ impl Settings {
         })
     }
 
+    /// How every Kafka client of this process authenticates.
+    pub fn kafka_security(&self) -> erp_connectors::kafka::KafkaSecurity {
+        erp_connectors::kafka::KafkaSecurity {
+            protocol: self.kafka_security_protocol.clone(),
+            sasl_mechanism: self.kafka_sasl_mechanism.clone(),
+            sasl_username: self.kafka_sasl_username.clone(),
+            sasl_password: self.kafka_sasl_password.as_ref().map(|s| s.0.clone()),
+            ssl_ca_location: self.kafka_ssl_ca_location.clone(),
+        }
+    }
+
     /// Where other instances reach this instance's query API.
     pub fn advertised(&self) -> String {
         self.advertised_addr
@@ -129,7 +151,12 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 27] = [
+const FIELDS: [&str; 32] = [
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_location",
     "replication_factor",
     "min_insync_replicas",
     "postgres_url",
@@ -163,6 +190,11 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
+            kafka_security_protocol: "PLAINTEXT".into(),
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             postgres_url: "postgres://erp@127.0.0.1:5433/erp".into(),
             postgres_schema: "analytics".into(),
@@ -268,6 +300,9 @@ impl Settings {
                 self.postgres_schema
             ));
         }
+        if let Err(e) = self.kafka_security().validate() {
+            return bad(e.to_string());
+        }
         if self.bootstrap_servers.trim().is_empty() {
             return bad("bootstrap_servers must not be empty".into());
         }
@@ -365,6 +400,27 @@ mod tests {
             jail.set_env("ERP_CORS_ORIGINS", "app.example.com");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("app.example.com"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn kafka_credentials_come_from_the_environment_and_are_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ERP_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT");
+            jail.set_env("ERP_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256");
+            jail.set_env("ERP_KAFKA_SASL_USERNAME", "erp-order");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("kafka_sasl_password"), "{err}");
+            jail.set_env("ERP_KAFKA_SASL_PASSWORD", "pa55-w0rd-of-erp-order");
+            let s = Settings::load(None).unwrap();
+            let props = s.kafka_security().properties();
+            assert!(props.contains(&("sasl.username", "erp-order".to_string())));
+            assert!(!format!("{s:?}").contains("pa55-w0rd"));
+            jail.set_env("ERP_KAFKA_SECURITY_PROTOCOL", "sasl");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("kafka_security_protocol"), "{err}");
             Ok(())
         });
     }

@@ -1,6 +1,7 @@
 //! Bounded contexts (pure `decide`/`evolve` domains), their processors, and the
 //! exactly-once stream engine they run on.
 
+pub mod acls;
 mod adapter;
 pub mod app;
 pub mod audit;

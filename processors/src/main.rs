@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 mod bench_cli;
 
@@ -47,6 +47,10 @@ enum Command {
     },
     /// Create the topics and register every schema, then exit.
     Setup,
+    /// Print the least-privilege ACLs of the secured stack (one principal per context,
+    /// `erp-client`, `erp-audit`), one line of Kafka AclCommand arguments each:
+    /// `erp acls | scripts/stack.sh acls` applies them.
+    Acls,
     /// Check the saga's invariants on the committed event topics (exactly one outcome
     /// per order, money and stock conserved, nothing oversold); exit 1 on a violation.
     CheckSaga {
@@ -426,6 +430,9 @@ fn init_logging(settings: &Settings, server: bool) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    // One principal per process: every Kafka client below starts from these settings.
+    erp_connectors::kafka::use_security(settings.kafka_security())
+        .context("Kafka security settings")?;
     init_logging(
         &settings,
         matches!(
@@ -607,6 +614,14 @@ fn main() -> anyhow::Result<()> {
             );
             rt.block_on(prepare(&settings, &topics, &topologies, serde.clone()))?;
             println!("topics and schemas ready");
+            Ok(())
+        }
+        Command::Acls => {
+            let grants =
+                erp_processors::acls::all_grants(&topics, SagaSettings::from(&settings), serde);
+            for grant in grants {
+                println!("{}", grant.args().join(" "));
+            }
             Ok(())
         }
         Command::Carrier => {
@@ -803,6 +818,9 @@ fn serve(
     };
     let router = erp_query_api::app(state);
     let addr = settings.http_addr;
+    // Set when the engines stopped on their own: the process then exits non-zero even if
+    // the failed thread (a global store's tail) had no error to hand back.
+    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server_result: anyhow::Result<()> = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -829,10 +847,12 @@ fn serve(
         // A stream thread that dies (fenced, broken state) takes the process down:
         // crash-only, a restart recovers from the committed log.
         let stopping = engines.shutdown.clone();
+        let crashed = crashed.clone();
         let watcher = async move {
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+            crashed.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!("a stream thread stopped; shutting down");
         };
         // Graceful: in-flight requests finish, then the engines commit and stop.
@@ -856,7 +876,11 @@ fn serve(
     });
     let stop_result = engines.stop();
     server_result?;
-    stop_result
+    stop_result?;
+    if crashed.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!("a stream or global store thread stopped; see the error above");
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -1046,7 +1070,7 @@ fn demo_load(
     let published_in = started.elapsed();
 
     // Outcomes as any downstream consumer sees them: read_committed, from the start.
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("group.id", "erp-demo-summary")
         .set("isolation.level", "read_committed")
@@ -1427,7 +1451,7 @@ fn inspect(
                 "{:<22} {:<16} {:>4} {:>8} {:>10} {:>11} {:>11}  DIGEST",
                 "APPLICATION", "STORE", "PART", "KEYS", "SIZE", "CHECKPOINT", "CHANGELOG"
             );
-            let probe: BaseConsumer = ClientConfig::new()
+            let probe: BaseConsumer = erp_connectors::kafka::client()
                 .set("bootstrap.servers", bootstrap)
                 .create()?;
             for s in stores {

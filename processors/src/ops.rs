@@ -18,7 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use erp_state_stores::{Entry, RocksDbBackend, StoreBackend, StoreError};
 
@@ -57,7 +57,7 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// A read_committed reader that reports the ends of partitions (quietly).
 pub fn reader(bootstrap: &str) -> Result<BaseConsumer<Quiet>, OpsError> {
-    ClientConfig::new()
+    erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "erp-ops-reader")
         .set("enable.auto.commit", "false")
@@ -76,7 +76,7 @@ fn kafka(bootstrap: &str) -> impl Fn(rdkafka::error::KafkaError) -> OpsError + '
 }
 
 fn client(bootstrap: &str, group: Option<&str>) -> Result<BaseConsumer, OpsError> {
-    let mut config = ClientConfig::new();
+    let mut config = erp_connectors::kafka::client();
     config
         .set("bootstrap.servers", bootstrap)
         .set("enable.auto.commit", "false")
@@ -683,7 +683,7 @@ pub fn execute_reset(bootstrap: &str, plan: &ResetPlan, wait: Duration) -> Resul
 
 /// Deletes topics and waits until the broker no longer lists them.
 pub fn delete_topics(bootstrap: &str, names: &[&str]) -> Result<(), OpsError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let admin: AdminClient<DefaultClientContext> = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .create()
         .map_err(kafka(bootstrap))?;

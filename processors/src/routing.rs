@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use erp_query_api::{KeyLocator, Owner, stores};
@@ -37,7 +36,7 @@ impl GroupLocator {
         registry: StoreRegistry,
         self_addr: String,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer = ClientConfig::new()
+        let consumer = erp_connectors::kafka::client()
             .set("bootstrap.servers", bootstrap)
             .create()?;
         Ok(Self {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::de::DeserializeOwned;
 
 use erp_connectors::{Carrier, CommandPublisher};
@@ -33,7 +33,7 @@ pub fn registry_url() -> String {
 
 /// Fails loudly when the stack is not up: these tests never pass without it.
 pub fn require_stack() {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap())
         .create()
         .expect("client");
@@ -242,7 +242,7 @@ impl TestApp {
 
     /// Offsets held by `topic` over all partitions (high − low); 0 once it is deleted.
     pub fn topic_span(&self, topic: &str) -> i64 {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer = erp_connectors::kafka::client()
             .set("bootstrap.servers", bootstrap())
             .create()
             .expect("consumer");
@@ -286,7 +286,7 @@ impl TestApp {
 }
 
 pub fn read_committed(topic: &str) -> Vec<Read<Vec<u8>>> {
-    let consumer: BaseConsumer<EndIsNotAnError> = ClientConfig::new()
+    let consumer: BaseConsumer<EndIsNotAnError> = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", "erp-tests-reader")
         .set("isolation.level", "read_committed")

@@ -115,18 +115,8 @@ impl Instance {
         env: &[(&str, &str)],
         port: u16,
     ) -> Self {
-        let child = Command::new(erp_binary())
-            .envs(env.iter().copied())
-            .arg("run")
-            .env("ERP_BOOTSTRAP_SERVERS", &app.settings.bootstrap_servers)
-            .env("ERP_SCHEMA_REGISTRY_URL", &app.settings.schema_registry_url)
-            .env("ERP_STATE_DIR", state_dir)
-            .env("ERP_TOPIC_PREFIX", &app.topics.prefix)
-            .env("ERP_PARTITIONS", app.settings.partitions.to_string())
-            .env("ERP_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("ERP_INSTANCE_ID", id)
+        let child = Self::command(app, id, state_dir, env, port)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn erp run");
@@ -135,6 +125,48 @@ impl Instance {
             port,
             child,
         }
+    }
+
+    /// Like `spawn_with`, logging at info into the file `log` (to be searched).
+    pub fn spawn_logged(
+        app: &TestApp,
+        id: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let port = free_port();
+        let child = Self::command(app, id, state_dir, env, port)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("spawn erp run");
+        Self {
+            id: id.to_string(),
+            port,
+            child,
+        }
+    }
+
+    fn command(
+        app: &TestApp,
+        id: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Command {
+        let mut c = Command::new(erp_binary());
+        c.envs(env.iter().copied())
+            .arg("run")
+            .env("ERP_BOOTSTRAP_SERVERS", &app.settings.bootstrap_servers)
+            .env("ERP_SCHEMA_REGISTRY_URL", &app.settings.schema_registry_url)
+            .env("ERP_STATE_DIR", state_dir)
+            .env("ERP_TOPIC_PREFIX", &app.topics.prefix)
+            .env("ERP_PARTITIONS", app.settings.partitions.to_string())
+            .env("ERP_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("ERP_INSTANCE_ID", id)
+            .stdout(Stdio::null());
+        c
     }
 
     pub fn wait_ready(&self) {

@@ -422,3 +422,101 @@ fn place_waiting(port: u16, customer: &str, sku: &str) -> (u16, Option<String>, 
         .map(|v| v.to_str().unwrap().to_string());
     (status, applied, r.json::<Value>().unwrap())
 }
+
+/// Auth end to end: a real `erp run` with `ERP_JWT_HS256_SECRET`, over a real socket.
+/// Missing, expired and forged tokens get 401 with a problem body, a reader may not
+/// command (403), a writer may; neither the secret nor a token reaches the log.
+#[test]
+fn with_a_jwt_secret_the_running_service_checks_every_token_and_logs_none() {
+    const SECRET: &str = "e2e-secret-of-at-least-32-bytes-0123456789";
+    let token = |scope: &str, lifetime: i64, key: &[u8]| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": "e2e", "scope": scope, "exp": now + lifetime}),
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let app = TestApp::new("jwt");
+    let log = app.state_path().join("erp-run.log");
+    let instance = Instance::spawn_logged(
+        &app,
+        "j1",
+        &app.state_path().join("j1"),
+        &[("ERP_JWT_HS256_SECRET", SECRET)],
+        &log,
+    );
+    instance.wait_ready();
+    let base = format!("http://127.0.0.1:{}", instance.port);
+    let http = reqwest::blocking::Client::new();
+    let order = format!("{base}/api/v1/orders/{}", uuid::Uuid::new_v4());
+
+    let resp = http.get(&order).send().unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(resp.json::<Value>().unwrap()["status"], 401);
+    let expired = token("erp:read", -120, SECRET.as_bytes());
+    let forged = token(
+        "erp:read erp:write",
+        600,
+        b"somebody-else-s-secret-of-32-bytes!!",
+    );
+    for (what, bad) in [("expired", &expired), ("forged", &forged)] {
+        let resp = http.get(&order).bearer_auth(bad).send().unwrap();
+        assert_eq!(resp.status(), 401, "{what} token");
+        let body: Value = resp.json().unwrap();
+        assert_eq!(body["status"], 401, "{what}: {body}");
+    }
+    let reader = token("erp:read", 600, SECRET.as_bytes());
+    let resp = http.get(&order).bearer_auth(&reader).send().unwrap();
+    assert_eq!(resp.status(), 404, "a reader gets past auth to the lookup");
+    let customer = json!({
+        "name": "Token Holder",
+        "email": "token@example.com",
+        "address": {"street": "1 Main", "city": "Town", "postal_code": "10001", "country": "US"},
+    });
+    let customers = format!("{base}/api/v1/customers");
+    let resp = http
+        .post(&customers)
+        .bearer_auth(&reader)
+        .json(&customer)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403, "a reader may not command");
+    let writer = token("erp:read erp:write", 600, SECRET.as_bytes());
+    let resp = http
+        .post(&customers)
+        .bearer_auth(&writer)
+        .json(&customer)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    for open in ["/health/live", "/metrics"] {
+        assert_eq!(
+            http.get(format!("{base}{open}")).send().unwrap().status(),
+            200,
+            "{open}"
+        );
+    }
+
+    instance.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.is_empty(), "the service logged nothing at info");
+    for (what, secret) in [
+        ("secret", SECRET),
+        ("reader token", &reader),
+        ("writer token", &writer),
+        ("forged token", &forged),
+    ] {
+        assert!(!text.contains(secret), "the {what} is in the log");
+    }
+}

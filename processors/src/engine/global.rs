@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use erp_state_stores::{RocksDbBackend, StoreBackend, StoreError, StoreRegistry};
 
@@ -64,7 +64,7 @@ pub(crate) fn start_global_stores(
     if specs.is_empty() {
         return Ok((globals, None));
     }
-    let meta: BaseConsumer = ClientConfig::new()
+    let meta: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", &config.bootstrap_servers)
         .create()
         .map_err(|e| EngineError::Kafka(e.to_string()))?;
@@ -125,15 +125,17 @@ pub(crate) fn start_global_stores(
     Ok((globals, Some(handle)))
 }
 
+pub(crate) const GLOBAL_GROUP: &str = "erp-global-unused";
+
 /// Applies new records of the global topics as they are committed.
 fn tail(
     bootstrap: &str,
     targets: &[RestoreTarget],
     shutdown: &AtomicBool,
 ) -> Result<(), EngineError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-global-unused")
+        .set("group.id", GLOBAL_GROUP)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()

@@ -27,6 +27,15 @@ mod standby;
 mod task;
 
 pub use admin::{Replication, TopicSpec, ensure_topics};
+
+/// Group ids of the consumers that only `assign` (restore, standby, global stores): they
+/// never join or commit, but librdkafka still looks their coordinator up, which a
+/// secured cluster allows with Describe on the group (granted by `erp acls`).
+pub const ASSIGN_ONLY_GROUPS: [&str; 3] = [
+    restore::RESTORE_GROUP,
+    standby::STANDBY_GROUP,
+    global::GLOBAL_GROUP,
+];
 pub use config::{EngineConfig, PoisonPolicy};
 pub use driver::{ChangelogRecord, TopologyTestDriver};
 pub use global::{GlobalStoreSpec, GlobalStores};

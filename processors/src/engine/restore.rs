@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use erp_state_stores::{StoreBackend, Write};
 
@@ -191,12 +191,14 @@ pub(crate) fn watermarks<C: ConsumerContext>(
     }
 }
 
+pub(crate) const RESTORE_GROUP: &str = "erp-restore-unused";
+
 pub(crate) fn restore_consumer(
     bootstrap: &str,
 ) -> Result<BaseConsumer<EofIsNotAnError>, EngineError> {
-    ClientConfig::new()
+    erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-restore-unused")
+        .set("group.id", RESTORE_GROUP)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")

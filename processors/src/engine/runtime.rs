@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use erp_state_stores::{
     ChangeLoggingStore, KeyValueStore, MeteredStore, Readiness, RocksDbBackend, StoreBackend,
@@ -875,7 +875,7 @@ impl StreamThread {
             &self.metrics,
             self.shutdown.clone(),
         )?;
-        let mut producer_config = ClientConfig::new();
+        let mut producer_config = erp_connectors::kafka::client();
         // librdkafka's own debug contexts (e.g. "eos,msg"), for diagnosing commits.
         if let Ok(contexts) = std::env::var("ERP_RDKAFKA_DEBUG") {
             producer_config.set("debug", contexts);
@@ -932,7 +932,7 @@ impl StreamThread {
             standbys,
             self.shutdown.clone(),
         );
-        let consumer: BaseConsumer<EngineContext> = ClientConfig::new()
+        let consumer: BaseConsumer<EngineContext> = erp_connectors::kafka::client()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("group.id", &app)
             .set("client.id", client_id(&app, &self.config))
@@ -1070,7 +1070,7 @@ pub(crate) fn client_id(app: &str, config: &EngineConfig) -> String {
 }
 
 fn list_topics(bootstrap: &str) -> Result<Vec<String>, EngineError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
         .create()
         .map_err(|e| EngineError::Kafka(format!("metadata client: {e}")))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use erp_state_stores::{RocksDbBackend, StoreBackend};
 
@@ -86,6 +86,8 @@ pub(crate) fn start_standbys(
     Some(handle)
 }
 
+pub(crate) const STANDBY_GROUP: &str = "erp-standby-unused";
+
 fn run(
     config: &EngineConfig,
     topology: &Topology,
@@ -93,9 +95,9 @@ fn run(
     shutdown: &AtomicBool,
 ) -> Result<(), EngineError> {
     let app = &topology.application_id;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = erp_connectors::kafka::client()
         .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("group.id", "erp-standby-unused")
+        .set("group.id", STANDBY_GROUP)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
