@@ -21,7 +21,7 @@ mode=$(cat "$ERP_CACHE/run/mode" 2>/dev/null || echo single)
 scripts/stack.sh down >/dev/null 2>&1
 ERP_STACK=secure scripts/stack.sh up >/dev/null
 secure=0
-ERP_BOOTSTRAP_SERVERS=$(cat "$ERP_CACHE/run/bootstrap") cargo test -p erp-tests --test secure -- --ignored 2>&1 | tee -a "$log" || secure=$?
+ERP_BOOTSTRAP_SERVERS=$(cat "$ERP_CACHE/run/bootstrap") cargo test --workspace --test secure -- --ignored 2>&1 | tee -a "$log" || secure=$?
 scripts/stack.sh down >/dev/null 2>&1
 ERP_STACK=$mode scripts/stack.sh up >/dev/null
 [ "$secure" = 0 ] || { echo "secured-stack tests failed" >&2; exit "$secure"; }

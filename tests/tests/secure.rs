@@ -1,8 +1,8 @@
 //! The secured stack (`ERP_STACK=secure scripts/stack.sh up`): SASL SCRAM-SHA-256 on
 //! the broker, Kafka's StandardAuthorizer, and one least-privilege principal per
 //! bounded context (`erp acls`). These tests need that stack, not the plaintext one the
-//! rest of the suite uses, so they are ignored by default; `.ci/run` starts the secured
-//! node and runs them with `cargo test -p erp-tests --test secure -- --ignored`.
+//! rest of the suite uses, so they are ignored by default; `scripts/test.sh` swaps the
+//! secured node in and runs them with `cargo test --workspace --test secure -- --ignored`.
 
 use std::collections::HashMap;
 use std::fs::File;
