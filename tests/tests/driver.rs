@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use erp_processors::app::{Context, SagaSettings};
 use erp_processors::engine::TopologyTestDriver;
+use erp_processors::engine::trace::{TRACEPARENT, TraceParent, traceparent_of};
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 use erp_tests::{CUSTOMER, TestApp, registry_url};
@@ -24,6 +25,8 @@ struct Saga {
     loyalty: TopologyTestDriver,
     /// Every order event so far (they are also routed to the loyalty driver).
     order_events: Vec<Vec<u8>>,
+    /// The trace context of every record moved between drivers, in order.
+    traces: Vec<(String, Option<TraceParent>)>,
 }
 
 impl Saga {
@@ -57,6 +60,7 @@ impl Saga {
             customer: next(),
             loyalty: next(),
             order_events: Vec::new(),
+            traces: Vec::new(),
             topics,
             serde,
         }
@@ -85,12 +89,15 @@ impl Saga {
                 let records = self.driver(from).read_output(&topic);
                 moved += records.len();
                 for r in records {
+                    self.traces
+                        .push((topic.clone(), traceparent_of(&r.headers)));
                     if to == "customer-table" {
                         self.order
                             .pipe_global("customer-table", &r.key, Some(&r.value));
                     } else {
+                        // Kafka carries headers: the trace context travels with them.
                         self.driver(&to)
-                            .pipe(&topic, &r.key, &r.value, r.timestamp)
+                            .pipe_with_headers(&topic, &r.key, &r.value, r.timestamp, r.headers)
                             .unwrap();
                     }
                 }
@@ -98,8 +105,16 @@ impl Saga {
             // Shipping events go to the order, and the carrier acts on new shipments.
             for r in self.shipping.read_output(&t.shipping_events()) {
                 moved += 1;
+                let trace = traceparent_of(&r.headers);
+                self.traces.push((t.shipping_events(), trace));
                 self.order
-                    .pipe(&t.shipping_events(), &r.key, &r.value, r.timestamp)
+                    .pipe_with_headers(
+                        &t.shipping_events(),
+                        &r.key,
+                        &r.value,
+                        r.timestamp,
+                        r.headers.clone(),
+                    )
                     .unwrap();
                 let e: wire::ShippingEvent = self
                     .serde
@@ -119,12 +134,17 @@ impl Saga {
                         }
                         let v =
                             self.encode(&t.shipping_commands(), SchemaKind::ShippingCommand, &c);
+                        // An instrumented carrier continues the shipment's trace.
+                        let headers = trace
+                            .map(|p| vec![(TRACEPARENT.to_string(), p.header().into_bytes())])
+                            .unwrap_or_default();
                         self.shipping
-                            .pipe(
+                            .pipe_with_headers(
                                 &t.shipping_commands(),
                                 e.order_id.as_bytes(),
                                 &v,
                                 c.issued_at,
+                                headers,
                             )
                             .unwrap();
                     }
@@ -132,8 +152,10 @@ impl Saga {
             }
             for r in self.order.read_output(&t.order_events()) {
                 moved += 1;
+                self.traces
+                    .push((t.order_events(), traceparent_of(&r.headers)));
                 self.loyalty
-                    .pipe(&t.order_events(), &r.key, &r.value, r.timestamp)
+                    .pipe_with_headers(&t.order_events(), &r.key, &r.value, r.timestamp, r.headers)
                     .unwrap();
                 self.order_events.push(r.value);
             }
@@ -279,6 +301,49 @@ fn the_whole_saga_runs_through_topology_drivers() {
     )
     .unwrap();
     assert_eq!(customer["lifetime_spend"]["EUR"], "95.97");
+}
+
+#[test]
+fn one_order_is_one_trace_across_every_processor() {
+    let mut saga = Saga::new(Duration::from_secs(900));
+    saga.seed(5);
+    let before = saga.traces.len();
+    saga.place(false);
+    let moved = &saga.traces[before..];
+    assert!(moved.len() > 15, "{} records moved", moved.len());
+    let missing: Vec<&String> = moved
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(t, _)| t)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "records without traceparent on {missing:?}"
+    );
+    let traces: std::collections::BTreeSet<[u8; 16]> = moved
+        .iter()
+        .filter_map(|(_, p)| p.map(|p| p.trace_id))
+        .collect();
+    assert_eq!(traces.len(), 1, "one order, one trace: {traces:?}");
+    let topics: std::collections::BTreeSet<&str> = moved.iter().map(|(t, _)| t.as_str()).collect();
+    for hop in [
+        "inventory-commands",
+        "order-replies",
+        "payment-events",
+        "shipping-events",
+        "order-events",
+    ] {
+        assert!(
+            topics.iter().any(|t| t.ends_with(hop)),
+            "{hop} not in {topics:?}"
+        );
+    }
+    // Each hop is a child of the record that caused it: the parent spans differ.
+    let parents: std::collections::BTreeSet<[u8; 8]> = moved
+        .iter()
+        .filter_map(|(_, p)| p.map(|p| p.parent_id))
+        .collect();
+    assert!(parents.len() > 5, "{parents:?}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::global::GlobalStores;
 use super::partitioner::partition_for;
 use super::processor::{
     Header, InputRecord, OutputRecord, ProcessError, Processor, ProcessorContext, PunctuationType,
-    Schedule, Topology, process_guarded,
+    Schedule, Topology, process_guarded, punctuate_traced,
 };
 
 /// A changelog record as the driver captured it.
@@ -149,8 +149,12 @@ impl TopologyTestDriver {
                 let result = {
                     let mut ctx =
                         ProcessorContext::new(p, &mut task.stores, &mut outputs, &self.globals);
-                    task.processor
-                        .punctuate(&mut ctx, PunctuationType::WallClockTime, now)
+                    punctuate_traced(
+                        task.processor.as_mut(),
+                        &mut ctx,
+                        PunctuationType::WallClockTime,
+                        now,
+                    )
                 };
                 if let Err(e) = result {
                     for store in task.stores.values_mut() {
@@ -235,8 +239,12 @@ impl TopologyTestDriver {
                     due += usize::from(s.due(PunctuationType::StreamTime, now));
                 }
                 (0..due).try_for_each(|_| {
-                    task.processor
-                        .punctuate(&mut ctx, PunctuationType::StreamTime, now)
+                    punctuate_traced(
+                        task.processor.as_mut(),
+                        &mut ctx,
+                        PunctuationType::StreamTime,
+                        now,
+                    )
                 })
             })
         };

@@ -25,6 +25,7 @@ mod runtime;
 pub mod shadow;
 mod standby;
 mod task;
+pub mod trace;
 
 pub use admin::{Replication, TopicSpec, ensure_topics};
 

@@ -180,10 +180,20 @@ pub(crate) fn process_guarded(
     ctx: &mut ProcessorContext<'_>,
     record: &InputRecord<'_>,
 ) -> Result<(), ProcessError> {
+    // W3C trace context: the record's span (on every log line it causes) and the
+    // traceparent of everything it makes the processor write.
+    let trace = super::trace::RecordTrace::of(record);
+    let _span = trace.span(record).entered();
+    let before = ctx.outputs.len();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         processor.process(ctx, record)
     })) {
-        Ok(result) => result,
+        Ok(result) => {
+            if result.is_ok() {
+                super::trace::stamp(&mut ctx.outputs[before..], &trace);
+            }
+            result
+        }
         Err(panic) => {
             let reason = panic
                 .downcast_ref::<&str>()
@@ -197,6 +207,22 @@ pub(crate) fn process_guarded(
             })
         }
     }
+}
+
+/// Runs a timer; what it writes joins the trace of each output's saga
+/// (`correlation_id`), since no input record caused it.
+pub(crate) fn punctuate_traced(
+    processor: &mut dyn Processor,
+    ctx: &mut ProcessorContext<'_>,
+    kind: PunctuationType,
+    time: i64,
+) -> Result<(), ProcessError> {
+    let before = ctx.outputs.len();
+    let result = processor.punctuate(ctx, kind, time);
+    if result.is_ok() {
+        super::trace::stamp_punctuation(&mut ctx.outputs[before..], ctx.partition, time);
+    }
+    result
 }
 
 /// One timer of a task.

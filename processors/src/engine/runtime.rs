@@ -28,7 +28,7 @@ use super::journal::{Follower, GlobalRead, JournalEntry, Positioned, ReadLog, St
 use super::metrics::EngineMetrics;
 use super::processor::{
     InputRecord, OutputRecord, ProcessError, ProcessorContext, PunctuationType, Schedule, Topology,
-    process_guarded, wall_clock_ms,
+    process_guarded, punctuate_traced, wall_clock_ms,
 };
 use super::restore::{RestoreTarget, read_journal, restore};
 use super::standby::{SharedStandbys, start_standbys};
@@ -321,7 +321,7 @@ impl TaskManager {
         let result = {
             let mut ctx =
                 ProcessorContext::new(partition, &mut task.stores, &mut outputs, &self.globals);
-            task.processor.punctuate(&mut ctx, kind, time)
+            punctuate_traced(task.processor.as_mut(), &mut ctx, kind, time)
         };
         let rebuilding = self.mute.keys().any(|(_, q)| *q == partition);
         match result {
@@ -771,11 +771,23 @@ impl ClientContext for EngineContext {
         let app = tm.topology.application_id.as_str();
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if p.partition >= 0 && tm.tasks.contains_key(&p.partition) && p.consumer_lag >= 0 {
+                if p.partition < 0 {
+                    continue;
+                }
+                let partition = partition.to_string();
+                let labels = [app, topic.as_str(), partition.as_str()];
+                // Offsets are committed through the producer's transaction, so the
+                // consumer's own `consumer_lag` (against offsets it committed itself) never
+                // moves: lag is the last stable offset minus the next record handed to
+                // the processor.
+                if tm.tasks.contains_key(&p.partition) && p.app_offset >= 0 && p.ls_offset >= 0 {
                     tm.metrics
                         .consumer_lag
-                        .with_label_values(&[app, topic, &partition.to_string()])
-                        .set(p.consumer_lag);
+                        .with_label_values(&labels)
+                        .set((p.ls_offset - p.app_offset).max(0));
+                } else if !tm.tasks.contains_key(&p.partition) {
+                    // Revoked: another instance reports it now.
+                    let _ = tm.metrics.consumer_lag.remove_label_values(&labels);
                 }
             }
         }
@@ -858,6 +870,16 @@ impl StreamThread {
     fn run(self) -> Result<(), EngineError> {
         let app = self.topology.application_id.clone();
         self.readiness.set(&app, false);
+        // Counters exist from the start (at 0): a dashboard shows "no aborts", not "no
+        // data", and rate() sees the first increment.
+        self.metrics
+            .transactions_aborted
+            .with_label_values(&[&app])
+            .inc_by(0);
+        self.metrics
+            .transactions_committed
+            .with_label_values(&[&app])
+            .inc_by(0);
         let broker_topics = list_topics(&self.config.bootstrap_servers)?;
         check_stable_names(
             &self.config.state_dir,

@@ -24,7 +24,7 @@ use super::journal::{Follower, ReadLog, Step};
 use super::metrics::EngineMetrics;
 use super::processor::{
     InputRecord, OutputRecord, ProcessError, ProcessorContext, PunctuationType, Schedule, Topology,
-    process_guarded,
+    process_guarded, punctuate_traced,
 };
 use super::restore::{EofIsNotAnError, RestoreTarget, read_journal, restore, restore_consumer};
 
@@ -187,9 +187,13 @@ pub fn rebuild_from_inputs(
             .sum();
         for _ in 0..due {
             let mut ctx = ProcessorContext::new(partition, stores, &mut outputs, &globals);
-            processor
-                .punctuate(&mut ctx, PunctuationType::StreamTime, stream_time)
-                .map_err(|e| EngineError::Fatal(format!("punctuation: {e}")))?;
+            punctuate_traced(
+                processor.as_mut(),
+                &mut ctx,
+                PunctuationType::StreamTime,
+                stream_time,
+            )
+            .map_err(|e| EngineError::Fatal(format!("punctuation: {e}")))?;
         }
         stats.records += 1;
         if stats.records.is_multiple_of(1000) {
