@@ -147,7 +147,10 @@ impl Generator {
                         _ => p.lines[0].sku = "SKU-NOPE".into(),
                     }
                 }
-                publisher.order_with_headers(&bad, &[("erp-chaos", kind.name())])?;
+                publisher.command(
+                    crate::publisher::AnyCommand::Order(&bad),
+                    &[("erp-chaos", kind.name())],
+                )?;
                 return Ok(kind);
             }
         };

@@ -12,4 +12,4 @@ pub mod sink;
 pub mod source;
 
 pub use carrier::Carrier;
-pub use publisher::{CommandPublisher, PublishError};
+pub use publisher::{AnyCommand, CommandPublisher, PublishError};

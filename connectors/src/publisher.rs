@@ -37,6 +37,16 @@ impl ProducerContext for Acks {
     }
 }
 
+/// A command of any bounded context.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyCommand<'a> {
+    Order(&'a wire::OrderCommand),
+    Customer(&'a wire::CustomerCommand),
+    Inventory(&'a wire::InventoryCommand),
+    Shipping(&'a wire::ShippingCommand),
+    Payment(&'a wire::PaymentCommand),
+}
+
 /// Publishes commands as a client would: idempotent producer, acks=all, keys partitioned
 /// with Kafka's murmur2 like the Java clients.
 pub struct CommandPublisher {
@@ -70,53 +80,87 @@ impl CommandPublisher {
         &self.topics
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn publish<T: serde::Serialize>(
+    /// Any command, with extra headers (a chaos run marks its bad records; the query API
+    /// forwards its caller's `traceparent`). Every command carries `correlation_id` (its
+    /// own id unless it names its saga's) and `command_id`.
+    pub fn command(
         &self,
-        topic: &str,
-        kind: SchemaKind,
-        key: &str,
-        cmd: &T,
-        at: i64,
-        command_id: &str,
-        correlation_id: Option<&String>,
+        command: AnyCommand<'_>,
+        extra: &[(&str, &str)],
     ) -> Result<(), PublishError> {
-        let value = self.serde.encode(topic, kind, cmd)?;
-        let corr = correlation_id.map_or(command_id, String::as_str);
-        self.send_raw(
-            topic,
-            key.as_bytes(),
-            &value,
-            at,
-            &[("correlation_id", corr), ("command_id", command_id)],
-        )
+        let t = &self.topics;
+        let (topic, key, value, id, at, corr) = match command {
+            AnyCommand::Order(c) => {
+                let topic = t.order_commands();
+                let v = self.serde.encode(&topic, SchemaKind::OrderCommand, c)?;
+                (
+                    topic,
+                    &c.order_id,
+                    v,
+                    &c.command_id,
+                    c.issued_at,
+                    &c.correlation_id,
+                )
+            }
+            AnyCommand::Customer(c) => {
+                let topic = t.customer_commands();
+                let v = self.serde.encode(&topic, SchemaKind::CustomerCommand, c)?;
+                (
+                    topic,
+                    &c.customer_id,
+                    v,
+                    &c.command_id,
+                    c.issued_at,
+                    &c.correlation_id,
+                )
+            }
+            AnyCommand::Inventory(c) => {
+                let topic = t.inventory_commands();
+                let v = self.serde.encode(&topic, SchemaKind::InventoryCommand, c)?;
+                (
+                    topic,
+                    &c.sku,
+                    v,
+                    &c.command_id,
+                    c.issued_at,
+                    &c.correlation_id,
+                )
+            }
+            AnyCommand::Shipping(c) => {
+                let topic = t.shipping_commands();
+                let v = self.serde.encode(&topic, SchemaKind::ShippingCommand, c)?;
+                (
+                    topic,
+                    &c.order_id,
+                    v,
+                    &c.command_id,
+                    c.issued_at,
+                    &c.correlation_id,
+                )
+            }
+            AnyCommand::Payment(c) => {
+                let topic = t.payment_commands();
+                let v = self.serde.encode(&topic, SchemaKind::PaymentCommand, c)?;
+                (
+                    topic,
+                    &c.order_id,
+                    v,
+                    &c.command_id,
+                    c.issued_at,
+                    &c.correlation_id,
+                )
+            }
+        };
+        let mut headers = vec![
+            ("correlation_id", corr.as_deref().unwrap_or(id)),
+            ("command_id", id.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.send_raw(&topic, key.as_bytes(), &value, at, &headers)
     }
 
     pub fn order(&self, cmd: &wire::OrderCommand) -> Result<(), PublishError> {
-        self.order_with_headers(cmd, &[])
-    }
-
-    /// An order command with extra headers (a chaos run marks its bad records).
-    pub fn order_with_headers(
-        &self,
-        cmd: &wire::OrderCommand,
-        extra: &[(&str, &str)],
-    ) -> Result<(), PublishError> {
-        let topic = self.topics.order_commands();
-        let value = self.serde.encode(&topic, SchemaKind::OrderCommand, cmd)?;
-        let corr = cmd.correlation_id.as_deref().unwrap_or(&cmd.command_id);
-        let mut headers = vec![
-            ("correlation_id", corr),
-            ("command_id", cmd.command_id.as_str()),
-        ];
-        headers.extend_from_slice(extra);
-        self.send_raw(
-            &topic,
-            cmd.order_id.as_bytes(),
-            &value,
-            cmd.issued_at,
-            &headers,
-        )
+        self.command(AnyCommand::Order(cmd), &[])
     }
 
     /// The serde the publisher encodes with.
@@ -125,59 +169,19 @@ impl CommandPublisher {
     }
 
     pub fn inventory(&self, cmd: &wire::InventoryCommand) -> Result<(), PublishError> {
-        let topic = self.topics.inventory_commands();
-        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
-        self.publish(
-            &topic,
-            SchemaKind::InventoryCommand,
-            &cmd.sku,
-            cmd,
-            at,
-            id,
-            corr,
-        )
+        self.command(AnyCommand::Inventory(cmd), &[])
     }
 
     pub fn customer(&self, cmd: &wire::CustomerCommand) -> Result<(), PublishError> {
-        let topic = self.topics.customer_commands();
-        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
-        self.publish(
-            &topic,
-            SchemaKind::CustomerCommand,
-            &cmd.customer_id,
-            cmd,
-            at,
-            id,
-            corr,
-        )
+        self.command(AnyCommand::Customer(cmd), &[])
     }
 
     pub fn shipping(&self, cmd: &wire::ShippingCommand) -> Result<(), PublishError> {
-        let topic = self.topics.shipping_commands();
-        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
-        self.publish(
-            &topic,
-            SchemaKind::ShippingCommand,
-            &cmd.order_id,
-            cmd,
-            at,
-            id,
-            corr,
-        )
+        self.command(AnyCommand::Shipping(cmd), &[])
     }
 
     pub fn payment(&self, cmd: &wire::PaymentCommand) -> Result<(), PublishError> {
-        let topic = self.topics.payment_commands();
-        let (id, at, corr) = (&cmd.command_id, cmd.issued_at, cmd.correlation_id.as_ref());
-        self.publish(
-            &topic,
-            SchemaKind::PaymentCommand,
-            &cmd.order_id,
-            cmd,
-            at,
-            id,
-            corr,
-        )
+        self.command(AnyCommand::Payment(cmd), &[])
     }
 
     /// Sends arbitrary bytes (tests use it for poison records).

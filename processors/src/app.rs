@@ -172,15 +172,27 @@ pub async fn prepare(
 pub struct KafkaCommandBus(pub erp_connectors::CommandPublisher);
 
 impl erp_query_api::CommandBus for KafkaCommandBus {
-    fn send(&self, command: erp_query_api::Command) -> Result<(), String> {
+    fn send(
+        &self,
+        command: erp_query_api::Command,
+        trace: Option<erp_schemas::traceparent::TraceParent>,
+    ) -> Result<(), String> {
+        use erp_connectors::AnyCommand;
         use erp_query_api::Command as C;
-        let sent = match &command {
-            C::Order(c) => self.0.order(c),
-            C::Customer(c) => self.0.customer(c),
-            C::Inventory(c) => self.0.inventory(c),
-            C::Shipping(c) => self.0.shipping(c),
+        let command = match &command {
+            C::Order(c) => AnyCommand::Order(c),
+            C::Customer(c) => AnyCommand::Customer(c),
+            C::Inventory(c) => AnyCommand::Inventory(c),
+            C::Shipping(c) => AnyCommand::Shipping(c),
         };
-        sent.and_then(|()| self.0.flush())
+        let traceparent = trace.map(|t| t.header());
+        let extra: Vec<(&str, &str)> = traceparent
+            .iter()
+            .map(|t| (crate::engine::trace::TRACEPARENT, t.as_str()))
+            .collect();
+        self.0
+            .command(command, &extra)
+            .and_then(|()| self.0.flush())
             .map_err(|e| e.to_string())
     }
 }

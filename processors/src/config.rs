@@ -53,6 +53,11 @@ pub struct Settings {
     pub topic_prefix: String,
     /// `text` or `json` (`ERP_LOG_FORMAT`).
     pub log_format: String,
+    /// OTLP/gRPC collector the record spans are exported to, e.g. `http://otel:4317`
+    /// (`ERP_OTLP_ENDPOINT`; none: no export). The standard `OTEL_EXPORTER_OTLP_*`
+    /// (headers, timeout) and `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` variables
+    /// apply too.
+    pub otlp_endpoint: Option<String>,
     /// Budget for all RocksDB block caches and memtables of the process (`ERP_STORE_MEMORY_MB`).
     pub store_memory_mb: usize,
     /// `dlq`, `skip` or `fail`: what happens to undecodable records (`ERP_POISON_POLICY`).
@@ -151,7 +156,8 @@ impl Settings {
     }
 }
 
-const FIELDS: [&str; 32] = [
+const FIELDS: [&str; 33] = [
+    "otlp_endpoint",
     "kafka_security_protocol",
     "kafka_sasl_mechanism",
     "kafka_sasl_username",
@@ -208,6 +214,7 @@ impl Default for Settings {
             instance_id: "instance-1".into(),
             topic_prefix: String::new(),
             log_format: "text".into(),
+            otlp_endpoint: None,
             store_memory_mb: 128,
             poison_policy: "dlq".into(),
             allow_topology_change: false,
@@ -250,12 +257,19 @@ impl Settings {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let s: Settings = fig
+        let mut s: Settings = fig
             // Only our own keys: other ERP_* variables (the scripts' ERP_CACHE, …) are not
             // settings. Unknown keys in the file are still refused.
             .merge(Env::prefixed("ERP_").only(&FIELDS))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // `ERP_OTLP_ENDPOINT=` (compose's default) means no export.
+        if s.otlp_endpoint
+            .as_deref()
+            .is_some_and(|e| e.trim().is_empty())
+        {
+            s.otlp_endpoint = None;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -332,6 +346,14 @@ impl Settings {
         if let Err(e) = erp_query_api::gateway::check_origins(&self.cors_origin_list()) {
             return bad(e.to_string());
         }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.starts_with("http://")
+            && !endpoint.starts_with("https://")
+        {
+            return bad(format!(
+                "otlp_endpoint must be an http(s) URL (OTLP/gRPC, usually port 4317), got {endpoint:?}"
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(format!(
                 "log_format must be text or json, got {:?}",
@@ -375,6 +397,15 @@ mod tests {
                 Settings::load(Some(Path::new("nope.toml"))),
                 Err(ConfigError::MissingFile(_))
             ));
+            jail.set_env("ERP_PARTITIONS", "2");
+            jail.set_env("ERP_OTLP_ENDPOINT", "");
+            assert_eq!(Settings::load(None).unwrap().otlp_endpoint, None);
+            jail.set_env("ERP_OTLP_ENDPOINT", "otel:4317");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("otlp_endpoint must be an http(s) URL"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -16,6 +16,7 @@ pub mod order;
 pub mod payment;
 pub mod routing;
 pub mod shipping;
+pub mod telemetry;
 pub mod values;
 
 pub use adapter::PROCESSED_STORE;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -408,42 +408,35 @@ enum Inspect {
     },
 }
 
-/// Servers log at info; operator tools only warn (their output is what they print).
-fn init_logging(settings: &Settings, server: bool) {
-    let default = if server {
-        "info,librdkafka=warn,rdkafka=warn"
-    } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if settings.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
     // One principal per process: every Kafka client below starts from these settings.
     erp_connectors::kafka::use_security(settings.kafka_security())
         .context("Kafka security settings")?;
-    init_logging(
-        &settings,
-        matches!(
-            cli.command,
-            Command::Run
-                | Command::Processor { .. }
-                | Command::BenchHttpBaseline { .. }
-                | Command::Sink { .. }
-                | Command::Bench { .. }
-        ),
+    let server = matches!(
+        cli.command,
+        Command::Run
+            | Command::Processor { .. }
+            | Command::BenchHttpBaseline { .. }
+            | Command::Sink { .. }
+            | Command::Bench { .. }
     );
+    // The exported traces' service: one per bounded context, as deployed.
+    let service = match &cli.command {
+        Command::Processor { context } => format!(
+            "erp-{}",
+            context
+                .to_possible_value()
+                .expect("contexts are named")
+                .get_name()
+        ),
+        Command::Sink { .. } => "erp-sink".into(),
+        _ => "erp".into(),
+    };
+    // Flushes the last spans when main returns.
+    let _telemetry =
+        erp_processors::telemetry::init(&settings, server, &service).context("telemetry")?;
     let topics = Topics::new(settings.topic_prefix.clone());
     let serde = Arc::new(AvroSerde::new(&settings.schema_registry_url));
     match cli.command {

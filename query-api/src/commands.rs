@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use erp_schemas::traceparent::TraceParent;
 use erp_schemas::wire;
 
 use crate::{AppState, CorrelationId, is_uuid, problem};
@@ -29,9 +30,20 @@ pub enum Command {
 }
 
 /// Where commands go: Kafka in the running system. `send` blocks until the broker
-/// acknowledged the record (acks=all), so a 202 never hides a lost command.
+/// acknowledged the record (acks=all), so a 202 never hides a lost command. `trace` is
+/// the caller's W3C trace context: the command record carries it as its `traceparent`
+/// header, so the saga's trace continues the caller's.
 pub trait CommandBus: Send + Sync + 'static {
-    fn send(&self, command: Command) -> Result<(), String>;
+    fn send(&self, command: Command, trace: Option<TraceParent>) -> Result<(), String>;
+}
+
+/// The request's valid `traceparent` header, if any (an invalid one is ignored, as W3C
+/// says: the saga then starts a trace of its own).
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<TraceParent> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 /// A problem to answer with (small, unlike a whole `Response`).
@@ -215,7 +227,8 @@ async fn publish(
         );
     };
     let bus: Arc<dyn CommandBus> = bus;
-    match tokio::task::spawn_blocking(move || bus.send(command)).await {
+    let trace = traceparent(headers);
+    match tokio::task::spawn_blocking(move || bus.send(command, trace)).await {
         Ok(Ok(())) => {
             if let Some(secs) = prefer_wait(headers)
                 && let Some(mut r) = wait_for_state(state, &wait, secs, headers).await

@@ -157,7 +157,8 @@ impl InventoryGrpc {
     }
 
     /// The same bearer-token rules as the REST API; returns the headers a forwarded
-    /// lookup needs and the caller (token subject; empty without auth).
+    /// lookup needs (and the caller's `traceparent`) and the caller (token subject; empty
+    /// without auth).
     fn authorize<T>(&self, req: &Request<T>, writes: bool) -> Result<(HeaderMap, String), Status> {
         let mut headers = HeaderMap::new();
         let token = req
@@ -169,6 +170,15 @@ impl InventoryGrpc {
             && let Ok(v) = t.parse()
         {
             headers.insert(axum::http::header::AUTHORIZATION, v);
+        }
+        // The caller's trace context: the command published for it continues it.
+        if let Some(v) = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            && let Ok(v) = v.parse()
+        {
+            headers.insert("traceparent", v);
         }
         let Some(auth) = self.state.gateway.auth.as_ref() else {
             return Ok((headers, String::new()));
@@ -216,6 +226,7 @@ impl InventoryGrpc {
         &self,
         command: wire::InventoryCommand,
         timeout_ms: u32,
+        headers: &HeaderMap,
     ) -> Result<Option<StockAnswer>, Status> {
         let Some(bus) = self.state.commands.clone() else {
             return Err(Status::unavailable(
@@ -224,9 +235,11 @@ impl InventoryGrpc {
         };
         let command_id = command.command_id.clone();
         let answer = self.outcomes.expect(&command_id);
-        let sent = tokio::task::spawn_blocking(move || bus.send(Command::Inventory(command)))
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let trace = crate::commands::traceparent(headers);
+        let sent =
+            tokio::task::spawn_blocking(move || bus.send(Command::Inventory(command), trace))
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
         if let Err(e) = sent {
             self.outcomes.forget(&command_id);
             return Err(Status::unavailable(format!("command not published: {e}")));
@@ -377,7 +390,7 @@ impl InventoryService for InventoryGrpc {
             command_id,
             ..Default::default()
         };
-        match self.send_and_wait(cmd, r.timeout_ms).await? {
+        match self.send_and_wait(cmd, r.timeout_ms, &headers).await? {
             Some(StockAnswer::Reserved {
                 quantity,
                 allocations,
@@ -441,7 +454,7 @@ impl InventoryService for InventoryGrpc {
             command_id,
             ..Default::default()
         };
-        match self.send_and_wait(cmd, r.timeout_ms).await? {
+        match self.send_and_wait(cmd, r.timeout_ms, &headers).await? {
             Some(StockAnswer::Released { quantity }) => {
                 outcome.set_outcome(Outcome::Released);
                 outcome.quantity = quantity;

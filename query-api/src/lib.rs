@@ -1248,6 +1248,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use erp_schemas::traceparent::TraceParent;
     use erp_state_stores::{MemoryBackend, StoreBackend};
     use tower::ServiceExt;
 
@@ -1259,15 +1260,17 @@ mod tests {
     #[derive(Default)]
     struct RecordingBus {
         sent: std::sync::Mutex<Vec<Command>>,
+        traces: std::sync::Mutex<Vec<Option<TraceParent>>>,
         fail: bool,
     }
 
     impl CommandBus for RecordingBus {
-        fn send(&self, command: Command) -> Result<(), String> {
+        fn send(&self, command: Command, trace: Option<TraceParent>) -> Result<(), String> {
             if self.fail {
                 return Err("broker unreachable".into());
             }
             self.sent.lock().unwrap().push(command);
+            self.traces.lock().unwrap().push(trace);
             Ok(())
         }
     }
@@ -1457,6 +1460,31 @@ mod tests {
                 place.lines[0].product_name.as_str()
             ),
             (2, "SKU-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_callers_trace_context_goes_with_the_command_and_a_bad_one_is_dropped() {
+        let bus = Arc::new(RecordingBus::default());
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for traceparent in [caller, "00-not-a-trace-01"] {
+            let (status, _, _) = send(
+                app(state_with(bus.clone())),
+                "POST",
+                "/api/v1/orders",
+                &[JSON_CT, ("traceparent", traceparent)],
+                &order_body(1),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        let traces = bus.traces.lock().unwrap();
+        assert_eq!(
+            traces
+                .iter()
+                .map(|t| t.map(|t| t.header()))
+                .collect::<Vec<_>>(),
+            [Some(caller.to_string()), None]
         );
     }
 
@@ -1993,7 +2021,7 @@ mod tests {
     struct ApplyingBus(Arc<MemoryBackend>);
 
     impl CommandBus for ApplyingBus {
-        fn send(&self, command: Command) -> Result<(), String> {
+        fn send(&self, command: Command, _: Option<TraceParent>) -> Result<(), String> {
             if let Command::Order(c) = command
                 && (c.place_order.is_some() || c.confirm_order.is_some())
             {

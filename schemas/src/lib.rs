@@ -7,6 +7,7 @@
 
 mod registry;
 pub mod topics;
+pub mod traceparent;
 pub mod wire;
 #[cfg(test)]
 mod wire_roundtrip;

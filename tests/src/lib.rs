@@ -20,6 +20,7 @@ use erp_processors::config::Settings;
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 
+pub mod otlp;
 pub mod process;
 
 pub fn bootstrap() -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use erp_processors::app::{Context, SagaSettings};
 use erp_processors::engine::TopologyTestDriver;
-use erp_processors::engine::trace::{TRACEPARENT, TraceParent, traceparent_of};
+use erp_processors::engine::trace::{TRACEPARENT, TraceParent, to_hex, traceparent_of};
 use erp_schemas::topics::Topics;
 use erp_schemas::{AvroSerde, SchemaKind, wire};
 use erp_tests::{CUSTOMER, TestApp, registry_url};
@@ -344,6 +344,104 @@ fn one_order_is_one_trace_across_every_processor() {
         .filter_map(|(_, p)| p.map(|p| p.parent_id))
         .collect();
     assert!(parents.len() > 5, "{parents:?}");
+}
+
+/// What the SDK exports, kept in memory (the OTLP transport itself is tested against a
+/// real receiver in rest.rs).
+#[derive(Debug, Clone, Default)]
+struct Exported(Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Exported {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+/// The process's one subscriber, exporting every span of every test here: a scoped
+/// (`with_default`) subscriber misses spans whose callsites another test thread
+/// registered first, so each test picks its own trace out of the global one.
+fn exported() -> &'static (Exported, opentelemetry_sdk::trace::SdkTracerProvider) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    static EXPORTED: std::sync::OnceLock<(Exported, opentelemetry_sdk::trace::SdkTracerProvider)> =
+        std::sync::OnceLock::new();
+    EXPORTED.get_or_init(|| {
+        let exported = Exported::default();
+        let provider = erp_processors::telemetry::tracer_provider(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("driver")
+                .build(),
+        )
+        .with_simple_exporter(exported.clone())
+        .build();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(erp_processors::telemetry::exported()),
+            ),
+        )
+        .expect("no other global subscriber in the driver tests");
+        (exported, provider)
+    })
+}
+
+#[test]
+fn the_exported_spans_are_the_ones_the_traceparent_headers_name() {
+    use opentelemetry::trace::SpanId;
+
+    let (exported, provider) = exported();
+    let mut saga = Saga::new(Duration::from_secs(900));
+    saga.seed(5);
+    let before = saga.traces.len();
+    saga.place(false);
+    provider.force_flush().unwrap();
+    let moved = &saga.traces[before..];
+    let trace = moved[0].1.expect("traced").trace_id;
+
+    let spans: Vec<_> = exported
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.name == "record" && s.span_context.trace_id().to_bytes() == trace)
+        .cloned()
+        .collect();
+    assert!(spans.len() > 15, "{} record spans", spans.len());
+    let ids: std::collections::HashSet<[u8; 8]> = spans
+        .iter()
+        .map(|s| s.span_context.span_id().to_bytes())
+        .collect();
+    assert_eq!(ids.len(), spans.len(), "one span per processed record");
+    // Every header names an exported span as the writer of its record...
+    for (topic, p) in moved {
+        let p = p.expect("traced");
+        assert!(
+            ids.contains(&p.parent_id),
+            "{topic}: its writer's span {} was not exported",
+            to_hex(&p.parent_id)
+        );
+    }
+    // ...and the spans form one tree: a root (the PlaceOrder, sent without a trace
+    // context) and every other span's parent exported.
+    let roots = spans
+        .iter()
+        .filter(|s| s.parent_span_id == SpanId::INVALID)
+        .count();
+    assert_eq!(roots, 1);
+    for s in &spans {
+        assert!(
+            s.parent_span_id == SpanId::INVALID || ids.contains(&s.parent_span_id.to_bytes()),
+            "{:?}: dangling parent",
+            s.attributes
+        );
+    }
 }
 
 #[test]

@@ -1,19 +1,29 @@
 //! The REST surface over a real socket, against a running `erp run` (real broker,
 //! registry and RocksDB): commands in over HTTP, the saga runs, lookups answer, and the
-//! caller's correlation id travels into Kafka.
+//! caller's correlation id and W3C trace context travel into Kafka — and the trace,
+//! exported over OTLP, continues the caller's.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use erp_schemas::traceparent::{TraceParent, to_hex};
 use erp_schemas::{SchemaKind, wire};
+use erp_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use erp_tests::process::Instance;
 use erp_tests::{TestApp, eventually};
 
 #[test]
 fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
     let app = TestApp::new("rest");
-    let instance = Instance::spawn(&app, "r1", &app.state_path());
+    // Spans go to a real OTLP/gRPC receiver.
+    let otlp = OtlpReceiver::start();
+    let instance = Instance::spawn_with(
+        &app,
+        "r1",
+        &app.state_path(),
+        &[("ERP_OTLP_ENDPOINT", &otlp.endpoint())],
+    );
     instance.wait_ready();
     let base = format!("http://127.0.0.1:{}", instance.port);
     let http = reqwest::blocking::Client::new();
@@ -87,10 +97,15 @@ fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
         "lines": [{"sku": "SKU-R", "quantity": 2, "unit_price": "12.50"}],
         "shipping_address": {"street": "1 Main", "city": "Town", "postal_code": "10001", "country": "US"},
     });
+    // The caller traces its checkout: one trace, a span of its own per request.
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let caller_spans = ["00f067aa0ba902b7", "00f067aa0ba902b8", "00f067aa0ba902b9"];
+    let traceparent = |span: &str| format!("00-{trace}-{span}-01");
     let place = || {
         http.post(format!("{base}/api/v1/orders"))
             .header("Idempotency-Key", "rest-test-order-1")
             .header("X-Correlation-ID", "rest-corr-1")
+            .header("traceparent", traceparent(caller_spans[0]))
             .json(&order)
             .send()
             .unwrap()
@@ -116,9 +131,10 @@ fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
     eventually(Duration::from_secs(60), "the shipment", || {
         status(&http).filter(|o| o["shipment"] == "Created")
     });
-    for step in ["dispatch", "deliver"] {
+    for (step, span) in ["dispatch", "deliver"].into_iter().zip(&caller_spans[1..]) {
         let resp = http
             .post(format!("{base}/api/v1/shipments/{order_id}/{step}"))
+            .header("traceparent", traceparent(span))
             .send()
             .unwrap();
         assert_eq!(resp.status(), 202);
@@ -158,6 +174,11 @@ fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
         mine.iter()
             .all(|r| r.headers["correlation_id"] == "rest-corr-1")
     );
+    // Every order event continues the caller's trace.
+    for r in &mine {
+        let p = TraceParent::parse(&r.headers["traceparent"]).expect("a valid traceparent");
+        assert_eq!(to_hex(&p.trace_id), trace);
+    }
 
     // The timeline: every step with the input record that caused it and what it sent.
     let timeline: Value = http
@@ -219,6 +240,55 @@ fn an_order_placed_over_http_runs_the_saga_and_is_readable_over_http() {
             .contains("cannot be cancelled")
     );
     assert_eq!(after["status"], "Completed");
+
+    // The exported trace: the processors' record spans under the caller's spans, one
+    // connected tree through every hop of the saga.
+    let hops = [
+        "order-commands",
+        "inventory-commands",
+        "order-replies",
+        "payment-commands",
+        "payment-events",
+        "shipping-commands",
+        "shipping-events",
+    ];
+    let spans = eventually(Duration::from_secs(30), "every hop's span exported", || {
+        let spans: Vec<ReceivedSpan> = otlp
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "record" && to_hex(&s.trace_id) == trace)
+            .collect();
+        hops.iter()
+            .all(|hop| {
+                spans
+                    .iter()
+                    .any(|s| s.attributes.get("topic").is_some_and(|t| t.ends_with(hop)))
+            })
+            .then_some(spans)
+    });
+    assert!(
+        spans
+            .iter()
+            .all(|s| (s.service.as_str(), s.instance.as_str()) == ("erp", "r1")),
+        "{spans:?}"
+    );
+    let ids: std::collections::HashSet<String> = spans.iter().map(|s| to_hex(&s.span_id)).collect();
+    for s in &spans {
+        let parent = to_hex(&s.parent_span_id);
+        assert!(
+            caller_spans.contains(&parent.as_str()) || ids.contains(&parent),
+            "{:?} has parent {parent}, which is neither the caller's nor exported",
+            s.attributes
+        );
+        // The caller's spans are parents of the commands they sent, and only of those.
+        if caller_spans.contains(&parent.as_str()) {
+            let topic = &s.attributes["topic"];
+            assert!(
+                topic.ends_with("order-commands") || topic.ends_with("shipping-commands"),
+                "{topic}"
+            );
+        }
+    }
     instance.stop();
 }
 

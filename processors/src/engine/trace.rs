@@ -7,51 +7,27 @@
 //! Ids are derived, not random: reprocessing the same input (after an abort, a crash or
 //! a replay) writes byte-identical outputs, headers included.
 
+use std::cell::Cell;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+pub use erp_schemas::traceparent::{TraceParent, to_hex};
+
 use super::processor::{Header, InputRecord, OutputRecord};
 
 pub const TRACEPARENT: &str = "traceparent";
 const CORRELATION_ID: &str = "correlation_id";
 
-/// The parts of a `traceparent` header (version 00).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceParent {
-    pub trace_id: [u8; 16],
-    /// The span that produced the record carrying this header.
-    pub parent_id: [u8; 8],
-    pub sampled: bool,
-}
-
-impl TraceParent {
-    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids and other versions' malformed
-    /// headers are refused (W3C: then start a new trace).
-    pub fn parse(header: &str) -> Option<Self> {
-        let mut parts = header.trim().split('-');
-        let (version, trace, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
-            return None;
-        }
-        let trace_id: [u8; 16] = hex(trace)?.try_into().ok()?;
-        let parent_id: [u8; 8] = hex(parent)?.try_into().ok()?;
-        let flags = hex(flags)?;
-        if flags.len() != 1 || trace_id == [0; 16] || parent_id == [0; 8] {
-            return None;
-        }
-        Some(Self {
-            trace_id,
-            parent_id,
-            sampled: flags[0] & 1 == 1,
-        })
-    }
-
-    pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            to_hex(&self.trace_id),
-            to_hex(&self.parent_id),
-            u8::from(self.sampled)
-        )
-    }
+/// A header's value as text; the last one wins when a name repeats (Kafka's
+/// `Headers.lastHeader`).
+fn header<'h>(headers: &'h [Header], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// The trace a processed record belongs to, and its own span.
@@ -70,20 +46,12 @@ impl RecordTrace {
     /// saga), else one of its own. The span id names the record (topic, partition,
     /// offset): stable when the record is processed again.
     pub fn of(record: &InputRecord<'_>) -> Self {
-        let header = |name: &str| {
-            record
-                .headers
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-        };
         let span_id = span_id(&[
             record.topic.as_bytes(),
             &record.partition.to_be_bytes(),
             &record.offset.to_be_bytes(),
         ]);
-        match header(TRACEPARENT).and_then(TraceParent::parse) {
+        match header(&record.headers, TRACEPARENT).and_then(TraceParent::parse) {
             Some(p) => Self {
                 trace_id: p.trace_id,
                 span_id,
@@ -91,7 +59,7 @@ impl RecordTrace {
                 sampled: p.sampled,
             },
             None => Self {
-                trace_id: match header(CORRELATION_ID) {
+                trace_id: match header(&record.headers, CORRELATION_ID) {
                     Some(c) => trace_id_of(c),
                     None => trace_id_of(&format!(
                         "{}/{}/{}",
@@ -115,9 +83,12 @@ impl RecordTrace {
         .header()
     }
 
-    /// `tracing` span of this record: its fields are on every log line inside it.
+    /// `tracing` span of this record: its fields are on every log line inside it. When
+    /// spans are exported (OTLP), the exported span has exactly this trace id and span id
+    /// and the input's writer as parent, so the traceparent headers written under it name
+    /// a span the trace backend has.
     pub fn span(&self, record: &InputRecord<'_>) -> tracing::Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "record",
             topic = record.topic,
             partition = record.partition,
@@ -125,7 +96,63 @@ impl RecordTrace {
             trace_id = %to_hex(&self.trace_id),
             span_id = %to_hex(&self.span_id),
             parent_id = self.parent_id.map(|p| to_hex(&p)).unwrap_or_default(),
-        )
+        );
+        self.export_as(&span);
+        span
+    }
+
+    fn export_as(&self, span: &tracing::Span) {
+        let parent = match self.parent_id {
+            Some(parent) => {
+                opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_bytes(self.trace_id),
+                    SpanId::from_bytes(parent),
+                    if self.sampled {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::default()
+                    },
+                    true,
+                    TraceState::default(),
+                ))
+            }
+            // A root, whatever span is current: the trace id is the saga's.
+            None => opentelemetry::Context::new(),
+        };
+        // Fails (cheaply) unless an OpenTelemetry layer is installed and enabled for it.
+        if span.set_parent(parent).is_err() {
+            return;
+        }
+        NEXT_IDS.set(Some((self.trace_id, self.span_id)));
+        // Starts the OpenTelemetry span now, while RecordIds hands out these ids.
+        let _ = span.context();
+        NEXT_IDS.set(None);
+    }
+}
+
+thread_local! {
+    /// The ids the next span started on this thread gets (set around `span.context()`).
+    static NEXT_IDS: Cell<Option<([u8; 16], [u8; 8])>> = const { Cell::new(None) };
+}
+
+/// The OpenTelemetry SDK's id generator for the record spans: a record's span gets the
+/// derived ids its outputs' traceparent headers carry; every other span random ones.
+#[derive(Debug, Default)]
+pub struct RecordIds(RandomIdGenerator);
+
+impl IdGenerator for RecordIds {
+    fn new_trace_id(&self) -> TraceId {
+        match NEXT_IDS.get() {
+            Some((trace, _)) => TraceId::from_bytes(trace),
+            None => self.0.new_trace_id(),
+        }
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        match NEXT_IDS.get() {
+            Some((_, span)) => SpanId::from_bytes(span),
+            None => self.0.new_span_id(),
+        }
     }
 }
 
@@ -153,15 +180,14 @@ pub(crate) fn stamp_punctuation(outputs: &mut [OutputRecord], partition: i32, ti
         if out.headers.iter().any(|(k, _)| k == TRACEPARENT) {
             continue;
         }
-        let correlation = out
-            .headers
-            .iter()
-            .find(|(k, _)| k == CORRELATION_ID)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_string));
-        let trace_id = trace_id_of(
-            &correlation
-                .unwrap_or_else(|| format!("{}/{}", out.topic, String::from_utf8_lossy(&out.key))),
-        );
+        let trace_id = match header(&out.headers, CORRELATION_ID) {
+            Some(correlation) => trace_id_of(correlation),
+            None => trace_id_of(&format!(
+                "{}/{}",
+                out.topic,
+                String::from_utf8_lossy(&out.key)
+            )),
+        };
         let header = TraceParent {
             trace_id,
             parent_id: span,
@@ -209,31 +235,9 @@ fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
     h
 }
 
-fn hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2)
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The `traceparent` of a header list, if any (for tests and tools).
 pub fn traceparent_of(headers: &[Header]) -> Option<TraceParent> {
-    headers
-        .iter()
-        .find(|(k, _)| k == TRACEPARENT)
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-        .and_then(TraceParent::parse)
+    header(headers, TRACEPARENT).and_then(TraceParent::parse)
 }
 
 #[cfg(test)]
@@ -249,26 +253,6 @@ mod tests {
             key: None,
             value: None,
             headers,
-        }
-    }
-
-    #[test]
-    fn the_w3c_example_round_trips_and_bad_headers_are_refused() {
-        let h = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let p = TraceParent::parse(h).unwrap();
-        assert_eq!(p.header(), h);
-        assert!(p.sampled);
-        for bad in [
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "garbage",
-            "",
-        ] {
-            assert_eq!(TraceParent::parse(bad), None, "{bad}");
         }
     }
 
