@@ -97,3 +97,60 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
     });
     second.kill();
 }
+
+/// A producer that fails without being fenced (librdkafka's fatal idempotence errors; a
+/// transaction state lost in a broker failover) is replaced in place by a new one with
+/// the same transactional id: the process goes on, nothing is lost or duplicated.
+#[test]
+fn a_failed_producer_is_replaced_in_place_and_nothing_is_lost_or_duplicated() {
+    let app = TestApp::new("renew");
+    let (n_products, stock, n_orders) = (6, 200, 200);
+    // Every topology's producer fails once, after its 3rd commit (and is replaced at
+    // its next send, if the topology has more work then).
+    let instance = Instance::spawn_with(
+        &app,
+        "i1",
+        &app.state_path(),
+        &[("ERP_FAIL_PRODUCER_AFTER_COMMITS", ":3")],
+    );
+    instance.wait_ready();
+    let p = app.publisher();
+    let mut rng = sample::Rng::new(7);
+    let customers = seed_customers(&app, &[&instance], &mut rng, 10);
+    for cmd in sample::products(&mut rng, n_products, stock, 1) {
+        p.inventory(&cmd).unwrap();
+    }
+    p.flush().unwrap();
+    let carrier = app.carrier();
+    let orders: Vec<wire::OrderCommand> = (0..n_orders)
+        .map(|i| {
+            sample::order(
+                &mut rng,
+                n_products,
+                &customers,
+                Mix::ACCEPTANCE,
+                1000 + i as i64,
+            )
+            .command
+        })
+        .collect();
+    for o in &orders {
+        p.order(o).unwrap();
+    }
+    p.flush().unwrap();
+
+    let report = check_saga_invariants(&app, &orders);
+    eprintln!("producer renewal:\n{report}");
+    assert!(report.completed > 0, "{report}");
+    carrier.stop().unwrap();
+    let renewed = instance.metric_sum("erp_producers_renewed_total");
+    // At least order, inventory and payment, busy throughout the load.
+    assert!(renewed >= 3.0, "{renewed} producers replaced");
+    // Same process throughout: replaced, not restarted.
+    let mut instance = instance;
+    assert!(
+        instance.child.try_wait().unwrap().is_none(),
+        "the instance exited"
+    );
+    instance.stop();
+}

@@ -2,7 +2,7 @@
 //! changelog offsets that become store checkpoints after a commit).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -64,15 +64,24 @@ impl ProducerContext for DeliveryTracker {
 
 pub(crate) type TxProducer = BaseProducer<DeliveryTracker>;
 
-/// Sends records through the transactional producer, waiting out a full queue.
+/// Sends records through the transactional producer, waiting out a full queue. Clones
+/// (one per store's changelog layer) share the producer, so replacing it once replaces
+/// it for all.
 #[derive(Clone)]
 pub(crate) struct RecordCollector {
-    producer: Arc<TxProducer>,
+    producer: Arc<RwLock<Arc<TxProducer>>>,
 }
 
 impl RecordCollector {
     pub(crate) fn new(producer: Arc<TxProducer>) -> Self {
-        Self { producer }
+        Self {
+            producer: Arc::new(RwLock::new(producer)),
+        }
+    }
+
+    /// From now on, every clone sends through `producer`.
+    pub(crate) fn replace(&self, producer: Arc<TxProducer>) {
+        *self.producer.write().expect("collector lock poisoned") = producer;
     }
 
     pub(crate) fn send(
@@ -104,12 +113,17 @@ impl RecordCollector {
             }
             record = record.headers(h);
         }
+        let producer = self
+            .producer
+            .read()
+            .expect("collector lock poisoned")
+            .clone();
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(50));
+                    producer.poll(Duration::from_millis(50));
                 }
                 Err((e, _)) => return Err(format!("produce to {topic}: {e}")),
             }

@@ -10,14 +10,18 @@
 //!                   rewind consumer to the committed offsets)        (data + checkpoint
 //!                                                                     in one WriteBatch)
 //! ```
-//! A fatal or fencing error ends the thread: a newer instance owns the work.
+//! A producer that fails without being fenced is replaced by a new one with the same
+//! transactional id (which aborts the old one's transaction), and the open transaction's
+//! work is dropped as in an abort. Fencing ends the thread: a newer instance owns the work.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::runtime::{EngineError, TaskManager};
@@ -117,6 +121,7 @@ impl TaskManager {
                 if let Some(left) = self.hold_after_records.as_mut() {
                     *left = left.saturating_sub(records);
                 }
+                self.fail_producer_if_asked();
                 let app = self.topology.application_id.as_str();
                 self.metrics
                     .store_memory_bytes
@@ -132,12 +137,95 @@ impl TaskManager {
                     .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
-            Err(EngineError::Abortable(reason)) => {
-                tracing::warn!(%reason, "transaction failed; aborting and rewinding");
-                self.abort(consumer)
+            Err(e @ (EngineError::Abortable(_) | EngineError::ProducerFailed(_))) => {
+                tracing::warn!(error = %e, "transaction failed; aborting and rewinding");
+                self.recover(consumer, e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The `ERP_FAIL_PRODUCER_AFTER_COMMITS` test hook: counts commits, then raises a
+    /// fatal error in the producer, as librdkafka would for a lost idempotence sequence.
+    fn fail_producer_if_asked(&mut self) {
+        let Some(left) = self.fail_producer_after_commits.as_mut() else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return;
+        }
+        self.fail_producer_after_commits = None;
+        let native = self.producer.client().native_ptr();
+        // SAFETY: the producer owns `native` and outlives the call.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                native,
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"ERP_FAIL_PRODUCER_AFTER_COMMITS".as_ptr(),
+            )
+        };
+        tracing::warn!(?err, "test hook: producer failed on purpose");
+    }
+
+    /// After a failed step inside the open transaction: abort it and go on, replacing
+    /// the producer if it has failed. Other errors are returned.
+    pub(crate) fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: EngineError,
+    ) -> Result<(), EngineError> {
+        // A changelog write is a produce like any output's: abortable.
+        let error = match error {
+            EngineError::Store(erp_state_stores::StoreError::Changelog { store, reason }) => {
+                EngineError::Abortable(format!("changelog write of store {store}: {reason}"))
+            }
+            e => e,
+        };
+        // A produce refused because the producer failed reads as a send error: ask it.
+        let error = match (error, self.producer.client().fatal_error()) {
+            (
+                e @ (EngineError::Abortable(_) | EngineError::ProducerFailed(_)),
+                Some((code, reason)),
+            ) => {
+                if fenced(code) {
+                    EngineError::Fatal(format!("{e}; producer fenced: {reason}"))
+                } else {
+                    EngineError::ProducerFailed(format!("{e}; {code:?}: {reason}"))
+                }
+            }
+            (e, _) => e,
+        };
+        match error {
+            EngineError::Abortable(reason) => {
+                tracing::warn!(%reason, "aborting transaction");
+                self.abort(consumer)
+            }
+            EngineError::ProducerFailed(reason) => {
+                tracing::warn!(%reason, "producer failed; a new one takes over");
+                self.renew_producer()?;
+                self.discard(consumer);
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+
+    /// Replaces the producer: the new one's `init_transactions` fences the old one and
+    /// aborts its open transaction at the coordinator (what a restarted process would
+    /// do, without the restart: restoring, rejoining, rebalancing the group).
+    fn renew_producer(&mut self) -> Result<(), EngineError> {
+        let app = self.topology.application_id.clone();
+        let producer = Arc::new(super::runtime::transactional_producer(&self.config, &app)?);
+        // The stores' changelog layers hold clones of the collector: all switch at once.
+        self.collector.replace(producer.clone());
+        self.producer = producer;
+        self.metrics
+            .producers_renewed
+            .with_label_values(&[app.as_str()])
+            .inc();
+        tracing::warn!(application_id = %app, "new transactional producer initialised");
+        Ok(())
     }
 
     fn try_commit<C: ConsumerContext>(
@@ -224,13 +312,31 @@ impl TaskManager {
         if let Err(e) = self.producer.flush(self.config.transaction_timeout) {
             tracing::warn!(error = %e, "flush before abort failed");
         }
-        self.producer
+        match self
+            .producer
             .abort_transaction(self.config.transaction_timeout)
             .map_err(|e| classify("abort", e))
-            .map_err(|e| match e {
-                EngineError::Abortable(r) => EngineError::Fatal(format!("abort failed: {r}")),
-                other => other,
-            })?;
+        {
+            Ok(()) => {}
+            Err(EngineError::Fatal(reason)) => return Err(EngineError::Fatal(reason)),
+            // An abort refused (say, INVALID_TXN_STATE after a broker failover) leaves
+            // a producer that cannot go on: the next one aborts the transaction.
+            Err(e) => {
+                tracing::warn!(error = %e, "abort failed; a new producer takes over");
+                self.renew_producer()?;
+            }
+        }
+        self.discard(consumer);
+        Ok(())
+    }
+
+    /// Forgets the open transaction's work: staged store writes, the processors' notes,
+    /// and every partition consumed in it rewound to its last committed offset, so
+    /// those records are processed again.
+    fn discard<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.txn == TxnState::Idle {
+            return;
+        }
         let _ = self.tracker().take();
         for task in self.tasks.values_mut() {
             for store in task.stores.values_mut() {
@@ -280,7 +386,6 @@ impl TaskManager {
             .transactions_aborted
             .with_label_values(&[self.topology.application_id.as_str()])
             .inc();
-        Ok(())
     }
 }
 
@@ -288,19 +393,37 @@ impl TaskManager {
 /// A retriable error is treated as abortable: retrying the call (what librdkafka allows)
 /// was tried and, for send-offsets after a broker kill, blocked forever inside
 /// librdkafka (`rd_kafka_txn_op_req0` with an infinite timeout, seen in gdb on both
-/// shipping instances of a chaos run); an abort that fails in turn is fatal, and the
-/// process restarts (crash-only).
+/// shipping instances of a chaos run). A fatal error ends the thread only when the
+/// producer was fenced; otherwise a new producer takes over.
 pub(crate) fn classify(step: &str, e: KafkaError) -> EngineError {
     if let KafkaError::Transaction(ref t) = e {
         if t.txn_requires_abort() {
             return EngineError::Abortable(format!("{step}: {e}"));
         }
         if t.is_fatal() {
-            return EngineError::Fatal(format!("{step}: {e}"));
+            return if fenced(t.code()) {
+                EngineError::Fatal(format!("{step}: {e}"))
+            } else {
+                EngineError::ProducerFailed(format!("{step}: {e}"))
+            };
         }
         if t.is_retriable() {
             return EngineError::Abortable(format!("{step} (retriable): {e}"));
         }
     }
     EngineError::Fatal(format!("{step}: {e}"))
+}
+
+/// Another producer with this transactional id (a newer incarnation of this instance)
+/// owns the work, or this one may not have it: a new producer would not help.
+fn fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::TransactionCoordinatorFenced
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
 }

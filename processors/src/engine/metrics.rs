@@ -12,6 +12,7 @@ pub struct EngineMetrics {
     pub store_memory_bytes: IntGaugeVec,
     pub transactions_committed: IntCounterVec,
     pub transactions_aborted: IntCounterVec,
+    pub producers_renewed: IntCounterVec,
     pub commit_seconds: HistogramVec,
     pub records_restored: IntCounterVec,
     pub assigned_tasks: IntGaugeVec,
@@ -70,6 +71,13 @@ impl EngineMetrics {
                 ),
                 &["application_id"],
             )?,
+            producers_renewed: IntCounterVec::new(
+                Opts::new(
+                    "erp_producers_renewed_total",
+                    "Transactional producers replaced after failing unfenced (instead of a process restart)",
+                ),
+                &["application_id"],
+            )?,
             commit_seconds: HistogramVec::new(
                 HistogramOpts::new("erp_commit_seconds", "Latency of a transaction commit")
                     .buckets(vec![
@@ -116,6 +124,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.store_memory_bytes.clone()))?;
         registry.register(Box::new(m.transactions_committed.clone()))?;
         registry.register(Box::new(m.transactions_aborted.clone()))?;
+        registry.register(Box::new(m.producers_renewed.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.records_restored.clone()))?;
         registry.register(Box::new(m.assigned_tasks.clone()))?;

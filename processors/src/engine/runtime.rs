@@ -101,6 +101,11 @@ pub enum EngineError {
     /// The transaction must be aborted; the thread goes on.
     #[error("abortable transaction error: {0}")]
     Abortable(String),
+    /// The producer can go on no more, though nobody fenced it (a fatal idempotence
+    /// error, or a transaction state lost in a broker failover): a new producer with the
+    /// same transactional id takes over, which aborts the old one's transaction.
+    #[error("producer failed: {0}")]
+    ProducerFailed(String),
     /// Fenced or fatal: a newer producer owns this work, or the client is broken.
     #[error("fatal transaction error: {0}")]
     Fatal(String),
@@ -114,7 +119,7 @@ pub(crate) struct TaskManager {
     pub(crate) config: EngineConfig,
     pub(crate) topology: Topology,
     pub(crate) producer: Arc<TxProducer>,
-    collector: RecordCollector,
+    pub(crate) collector: RecordCollector,
     pub(crate) tasks: BTreeMap<i32, StreamTask>,
     pub(crate) txn: TxnState,
     /// Next offset to read per input partition, for records in the open transaction.
@@ -135,6 +140,10 @@ pub(crate) struct TaskManager {
     /// records are committed, the thread stops inside its next open transaction, so a
     /// test can kill the process mid-work at a known point instead of racing a fast engine.
     pub(crate) hold_after_records: Option<u64>,
+    /// Test hook (`ERP_FAIL_PRODUCER_AFTER_COMMITS=<application-id suffix>:<N>`): after N
+    /// commits the producer gets a fatal error (librdkafka's `rd_kafka_test_fatal_error`),
+    /// once, so a test can watch the engine replace it.
+    pub(crate) fail_producer_after_commits: Option<u64>,
 }
 
 impl TaskManager {
@@ -880,6 +889,10 @@ impl StreamThread {
             .transactions_committed
             .with_label_values(&[&app])
             .inc_by(0);
+        self.metrics
+            .producers_renewed
+            .with_label_values(&[&app])
+            .inc_by(0);
         let broker_topics = list_topics(&self.config.bootstrap_servers)?;
         check_stable_names(
             &self.config.state_dir,
@@ -897,37 +910,7 @@ impl StreamThread {
             &self.metrics,
             self.shutdown.clone(),
         )?;
-        let mut producer_config = erp_connectors::kafka::client();
-        // librdkafka's own debug contexts (e.g. "eos,msg"), for diagnosing commits.
-        if let Ok(contexts) = std::env::var("ERP_RDKAFKA_DEBUG") {
-            producer_config.set("debug", contexts);
-        }
-        let producer: TxProducer = producer_config
-            .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set(
-                "transactional.id",
-                format!("{app}-{}", self.config.instance_id),
-            )
-            .set("enable.idempotence", "true")
-            .set(
-                "transaction.timeout.ms",
-                self.config.transaction_timeout.as_millis().to_string(),
-            )
-            // Same key → same partition as Java clients (Kafka's murmur2 partitioner).
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            // The next transaction's AddOffsetsToTxn often meets the previous one's
-            // markers still being written (CONCURRENT_TRANSACTIONS) and is retried
-            // after this backoff: librdkafka's 100 ms default made every commit cost
-            // ~120 ms. (Its AddPartitionsToTxn retries after a fixed 20 ms.)
-            .set("retry.backoff.ms", "1")
-            .set("retry.backoff.max.ms", "5")
-            .create_with_context(DeliveryTracker::default())
-            .map_err(|e| EngineError::Kafka(format!("producer: {e}")))?;
-        // Fences (and aborts the open transaction of) a previous incarnation.
-        producer
-            .init_transactions(Duration::from_secs(60))
-            .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+        let producer = transactional_producer(&self.config, &app)?;
         let producer = Arc::new(producer);
         let tm = Arc::new(Mutex::new(TaskManager {
             config: self.config.clone(),
@@ -946,7 +929,11 @@ impl StreamThread {
             globals,
             standbys: standbys.clone(),
             mute: HashMap::new(),
-            hold_after_records: hold_after_records(&self.topology.application_id),
+            hold_after_records: test_hook("ERP_HOLD_AFTER_RECORDS", &self.topology.application_id),
+            fail_producer_after_commits: test_hook(
+                "ERP_FAIL_PRODUCER_AFTER_COMMITS",
+                &self.topology.application_id,
+            ),
         }));
         let standby_thread = start_standbys(
             &self.config,
@@ -1056,21 +1043,11 @@ impl StreamThread {
                 }
                 None => Ok(()),
             };
-            match handled.and_then(|()| guard.drain_followers(consumer)) {
-                Ok(()) => {}
-                Err(EngineError::Abortable(reason)) => {
-                    tracing::warn!(%reason, "aborting transaction");
-                    guard.abort(consumer)?;
-                }
-                Err(e) => return Err(e),
+            if let Err(e) = handled.and_then(|()| guard.drain_followers(consumer)) {
+                guard.recover(consumer, e)?;
             }
-            match guard.punctuate_wall_clock() {
-                Ok(()) => {}
-                Err(EngineError::Abortable(reason)) => {
-                    tracing::warn!(%reason, "punctuation failed; aborting transaction");
-                    guard.abort(consumer)?;
-                }
-                Err(e) => return Err(e),
+            if let Err(e) = guard.punctuate_wall_clock() {
+                guard.recover(consumer, e)?;
             }
             guard.producer.poll(Duration::ZERO);
             if guard.should_commit() || (idle && self.config.commit_when_idle) {
@@ -1080,6 +1057,44 @@ impl StreamThread {
         }
         Ok(())
     }
+}
+
+/// This thread's transactional producer, its transactions initialised: which fences a
+/// previous producer with the same transactional id (an earlier incarnation, or this
+/// thread's failed one) and aborts its open transaction.
+pub(crate) fn transactional_producer(
+    config: &EngineConfig,
+    app: &str,
+) -> Result<TxProducer, EngineError> {
+    let mut producer_config = erp_connectors::kafka::client();
+    // librdkafka's own debug contexts (e.g. "eos,msg"), for diagnosing commits.
+    if let Ok(contexts) = std::env::var("ERP_RDKAFKA_DEBUG") {
+        producer_config.set("debug", contexts);
+    }
+    let producer: TxProducer = producer_config
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("transactional.id", format!("{app}-{}", config.instance_id))
+        .set("enable.idempotence", "true")
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout.as_millis().to_string(),
+        )
+        // Same key → same partition as Java clients (Kafka's murmur2 partitioner).
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        // The next transaction's AddOffsetsToTxn often meets the previous one's
+        // markers still being written (CONCURRENT_TRANSACTIONS) and is retried
+        // after this backoff: librdkafka's 100 ms default made every commit cost
+        // ~120 ms. (Its AddPartitionsToTxn retries after a fixed 20 ms.)
+        .set("retry.backoff.ms", "1")
+        .set("retry.backoff.max.ms", "5")
+        .create_with_context(DeliveryTracker::default())
+        .map_err(|e| EngineError::Kafka(format!("producer: {e}")))?;
+    // Fences (and aborts the open transaction of) a previous incarnation.
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .map_err(|e| EngineError::Fatal(format!("init_transactions: {e}")))?;
+    Ok(producer)
 }
 
 /// `<app>-<instance>`, plus `@<host:port>` of the query API when advertised: the group's
@@ -1127,9 +1142,10 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition:
     }
 }
 
-/// Parses `ERP_HOLD_AFTER_RECORDS` (`<application-id suffix>:<N>`) for one topology.
-fn hold_after_records(application_id: &str) -> Option<u64> {
-    let spec = std::env::var("ERP_HOLD_AFTER_RECORDS").ok()?;
+/// Parses a test hook's variable (`<application-id suffix>:<N>`; an empty suffix means
+/// every topology) for one topology.
+fn test_hook(variable: &str, application_id: &str) -> Option<u64> {
+    let spec = std::env::var(variable).ok()?;
     let (suffix, n) = spec.rsplit_once(':')?;
     let n = n.parse().ok()?;
     application_id.ends_with(suffix).then_some(n)
