@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::ClientContext;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
@@ -123,52 +122,34 @@ fn read_all<T: DeserializeOwned>(
     topic: &str,
     kind: SchemaKind,
 ) -> Result<Vec<(String, T)>, AuditError> {
-    let kafka = |e: KafkaError| AuditError::Kafka(format!("{topic}: {e}"));
-    let consumer: BaseConsumer<EndIsNotAnError> = erp_connectors::kafka::client()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-audit")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create_with_context(EndIsNotAnError)
-        .map_err(kafka)?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(kafka)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut pending = HashSet::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions()) {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .map_err(kafka)?;
-        pending.insert(p.id());
-    }
-    consumer.assign(&tpl).map_err(kafka)?;
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !pending.is_empty() {
-        if Instant::now() > deadline {
-            return Err(AuditError::Kafka(format!("{topic}: end not reached")));
-        }
-        match consumer.poll(Duration::from_millis(500)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
+    let mut undecodable = None;
+    crate::check::read_topic(
+        bootstrap,
+        "erp-audit",
+        topic,
+        Duration::from_secs(120),
+        |r| {
+            if undecodable.is_some() {
+                return;
             }
-            Some(Err(e)) => return Err(kafka(e)),
-            Some(Ok(m)) => {
-                let bytes = m.payload().unwrap_or_default();
-                let value = serde.decode(kind, bytes).map_err(|e| AuditError::Decode {
-                    topic: topic.to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    reason: e.to_string(),
-                })?;
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((key, value));
+            match serde.decode(kind, r.value.as_deref().unwrap_or_default()) {
+                Ok(value) => {
+                    let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default());
+                    out.push((key.into_owned(), value));
+                }
+                Err(e) => {
+                    undecodable = Some(AuditError::Decode {
+                        topic: topic.to_string(),
+                        partition: r.partition,
+                        offset: r.offset,
+                        reason: e.to_string(),
+                    })
+                }
             }
-        }
-    }
-    Ok(out)
+        },
+    )?;
+    undecodable.map_or(Ok(out), Err)
 }
 
 fn dec(s: &str) -> Decimal {

@@ -963,12 +963,24 @@ fn read_raw(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,
+    each: impl FnMut(RawRecord),
+) -> Result<(), AuditError> {
+    read_topic(bootstrap, "erp-check", topic, timeout, each)
+}
+
+/// `read_raw` as `group` (nothing is committed: the group id only names the reader, for
+/// ACLs and the broker's logs).
+pub(crate) fn read_topic(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
     mut each: impl FnMut(RawRecord),
 ) -> Result<(), AuditError> {
     let kafka = |e: KafkaError| AuditError::Kafka(format!("{topic}: {e}"));
     let consumer: BaseConsumer<EndIsNotAnError> = erp_connectors::kafka::client()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "erp-check")
+        .set("group.id", group)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -115,16 +115,7 @@ impl Instance {
         env: &[(&str, &str)],
         port: u16,
     ) -> Self {
-        let child = Self::command(app, id, state_dir, env, port)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn erp run");
-        Self {
-            id: id.to_string(),
-            port,
-            child,
-        }
+        Self::start(app, id, state_dir, env, port, "warn", Stdio::inherit())
     }
 
     /// Like `spawn_with`, logging at info into the file `log` (to be searched).
@@ -135,10 +126,22 @@ impl Instance {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Self {
-        let port = free_port();
+        let log = std::fs::File::create(log).expect("log file");
+        Self::start(app, id, state_dir, env, free_port(), "info", log.into())
+    }
+
+    fn start(
+        app: &TestApp,
+        id: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        port: u16,
+        log_level: &str,
+        stderr: Stdio,
+    ) -> Self {
         let child = Self::command(app, id, state_dir, env, port)
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(log).expect("log file"))
+            .env("RUST_LOG", log_level)
+            .stderr(stderr)
             .spawn()
             .expect("spawn erp run");
         Self {

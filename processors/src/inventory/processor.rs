@@ -9,7 +9,7 @@
 //! them over, which can only lengthen a hold. A hold thus expires between one and about
 //! one and a half TTLs after it was taken.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +48,7 @@ pub fn topology(topics: &Topics, serde: Arc<AvroSerde>, reservation_ttl: Duratio
                 serde: serde.clone(),
                 topics: t.clone(),
                 reservation_ttl,
-                first_seen: HashMap::new(),
-                expiry_sent: HashSet::new(),
+                watched: HashMap::new(),
             })
         }),
     }
@@ -59,14 +58,21 @@ pub struct InventoryProcessor {
     serde: Arc<AvroSerde>,
     topics: Topics,
     reservation_ttl: Duration,
-    /// Wall-clock time each hold (SKU, order, hold id) was first seen.
-    first_seen: HashMap<(String, String, String), i64>,
-    /// Holds whose ExpireReservation is written (committed, or in the open transaction)
-    /// but not yet processed. Without this every punctuation wrote the command again
-    /// while the processor lagged behind its own input: found by the 100,000-order chaos
-    /// run, where repeated expiries grew the backlog they were waiting behind (56,433
-    /// "reservation expired" in one instance). Forgotten on abort and on restart.
-    expiry_sent: HashSet<(String, String, String)>,
+    /// Every hold (SKU, order, hold id) seen by the last punctuation.
+    watched: HashMap<(String, String, String), Watch>,
+}
+
+/// What the expiry punctuation knows of one hold.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// Wall-clock time the hold was first seen.
+    first_seen: i64,
+    /// Its ExpireReservation is written (committed, or in the open transaction) but not
+    /// yet processed. Without this every punctuation wrote the command again while the
+    /// processor lagged behind its own input: found by the 100,000-order chaos run, where
+    /// repeated expiries grew the backlog they were waiting behind (56,433 "reservation
+    /// expired" in one instance). Forgotten on abort and on restart.
+    expiry_sent: bool,
 }
 
 impl Processor for InventoryProcessor {
@@ -131,9 +137,13 @@ impl Processor for InventoryProcessor {
             };
             for (order_id, hold) in &product.holds {
                 let id = (key.clone(), order_id.clone(), hold.id());
-                let seen = self.first_seen.get(&id).copied().unwrap_or(now);
-                still_held.insert(id.clone(), seen);
-                if now - seen < ttl || self.expiry_sent.contains(&id) {
+                let watch = self.watched.get(&id).copied().unwrap_or(Watch {
+                    first_seen: now,
+                    expiry_sent: false,
+                });
+                let seen = watch.first_seen;
+                if now - seen < ttl || watch.expiry_sent {
+                    still_held.insert(id, watch);
                     continue;
                 }
                 // The id names the hold, so repeated punctuations dedupe in processed-ids.
@@ -152,16 +162,23 @@ impl Processor for InventoryProcessor {
                     adapter::encode(&self.serde, &topic, SchemaKind::InventoryCommand, &cmd)?;
                 tracing::info!(sku = %key, %order_id, held_ms = now - seen, "reservation expired");
                 ctx.forward(adapter::output(topic, &key, value, now, Vec::new()));
-                self.expiry_sent.insert(id);
+                still_held.insert(
+                    id,
+                    Watch {
+                        first_seen: seen,
+                        expiry_sent: true,
+                    },
+                );
             }
         }
-        self.expiry_sent.retain(|id| still_held.contains_key(id));
-        self.first_seen = still_held;
+        self.watched = still_held;
         Ok(())
     }
 
     fn aborted(&mut self) {
-        self.expiry_sent.clear();
+        for watch in self.watched.values_mut() {
+            watch.expiry_sent = false;
+        }
     }
 }
 
