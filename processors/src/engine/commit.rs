@@ -10,9 +10,12 @@
 //!                   rewind consumer to the committed offsets)        (data + checkpoint
 //!                                                                     in one WriteBatch)
 //! ```
-//! A producer that fails without being fenced is replaced by a new one with the same
-//! transactional id (which aborts the old one's transaction), and the open transaction's
-//! work is dropped as in an abort. Fencing ends the thread: a newer instance owns the work.
+//! A producer that fails before the open transaction's commit was sent (fatal
+//! idempotence errors; fenced by the coordinator's abort of a timed-out transaction) is
+//! replaced by a new one with the same transactional id (which aborts the old one's
+//! transaction), and the open transaction's work is dropped as in an abort. A failure
+//! after the commit was sent (its outcome unknown), or a producer failing three times in
+//! a minute, ends the thread (crash-only: the restart reads the outcome from the log).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +28,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::runtime::{EngineError, TaskManager};
+
+/// At most this many producer renewals within `RENEWAL_WINDOW`; one more ends the thread.
+const MAX_RENEWALS: usize = 3;
+const RENEWAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxnState {
@@ -43,6 +50,7 @@ impl TaskManager {
                 since: Instant::now(),
                 records: 0,
             };
+            self.commit_sent = false;
         }
         Ok(())
     }
@@ -188,8 +196,8 @@ impl TaskManager {
                 e @ (EngineError::Abortable(_) | EngineError::ProducerFailed(_)),
                 Some((code, reason)),
             ) => {
-                if fenced(code) {
-                    EngineError::Fatal(format!("{e}; producer fenced: {reason}"))
+                if hopeless(code) {
+                    EngineError::Fatal(format!("{e}; {code:?}: {reason}"))
                 } else {
                     EngineError::ProducerFailed(format!("{e}; {code:?}: {reason}"))
                 }
@@ -202,6 +210,7 @@ impl TaskManager {
                 self.abort(consumer)
             }
             EngineError::ProducerFailed(reason) => {
+                self.renewable(&reason)?;
                 tracing::warn!(%reason, "producer failed; a new one takes over");
                 self.renew_producer()?;
                 self.discard(consumer);
@@ -211,11 +220,37 @@ impl TaskManager {
         }
     }
 
+    /// Replacing the producer and dropping the open transaction's work is right only if
+    /// that transaction cannot have committed. Once its commit was sent, a failure (a
+    /// timeout, then an abort refused with INVALID_TXN_STATE, as after a broker kill)
+    /// leaves its outcome unknown: dropping the work of a transaction that did commit
+    /// would process its records again, and a chaos run caught exactly that (an
+    /// inventory event twice). Then the thread ends, and the restart reads the outcome
+    /// from the log: committed offsets and changelogs.
+    fn renewable(&self, reason: &str) -> Result<(), EngineError> {
+        if self.commit_sent && self.txn != TxnState::Idle {
+            return Err(EngineError::Fatal(format!(
+                "{reason}; the transaction's commit was sent, its outcome is unknown"
+            )));
+        }
+        Ok(())
+    }
+
     /// Replaces the producer: the new one's `init_transactions` fences the old one and
     /// aborts its open transaction at the coordinator (what a restarted process would
     /// do, without the restart: restoring, rejoining, rebalancing the group).
     fn renew_producer(&mut self) -> Result<(), EngineError> {
         let app = self.topology.application_id.clone();
+        // Two processes with one instance id would fence each other's producers in turn:
+        // a producer failing again and again ends the thread instead.
+        self.renewals.retain(|at| at.elapsed() < RENEWAL_WINDOW);
+        if self.renewals.len() >= MAX_RENEWALS {
+            return Err(EngineError::Fatal(format!(
+                "the transactional producer of {app} failed {MAX_RENEWALS} times within {RENEWAL_WINDOW:?}: is another process running with instance id {:?}?",
+                self.config.instance_id
+            )));
+        }
+        self.renewals.push(Instant::now());
         let producer = Arc::new(super::runtime::transactional_producer(&self.config, &app)?);
         // The stores' changelog layers hold clones of the collector: all switch at once.
         self.collector.replace(producer.clone());
@@ -282,6 +317,8 @@ impl TaskManager {
             self.producer.poll(std::time::Duration::ZERO);
         }
         let flushed = started.elapsed();
+        // From here on a failure may hide a commit that happened.
+        self.commit_sent = true;
         let result = self
             .producer
             .commit_transaction(timeout)
@@ -322,6 +359,7 @@ impl TaskManager {
             // An abort refused (say, INVALID_TXN_STATE after a broker failover) leaves
             // a producer that cannot go on: the next one aborts the transaction.
             Err(e) => {
+                self.renewable(&e.to_string())?;
                 tracing::warn!(error = %e, "abort failed; a new producer takes over");
                 self.renew_producer()?;
             }
@@ -393,15 +431,15 @@ impl TaskManager {
 /// A retriable error is treated as abortable: retrying the call (what librdkafka allows)
 /// was tried and, for send-offsets after a broker kill, blocked forever inside
 /// librdkafka (`rd_kafka_txn_op_req0` with an infinite timeout, seen in gdb on both
-/// shipping instances of a chaos run). A fatal error ends the thread only when the
-/// producer was fenced; otherwise a new producer takes over.
+/// shipping instances of a chaos run). After a fatal error a new producer takes over,
+/// unless it would fail the same way (`hopeless`).
 pub(crate) fn classify(step: &str, e: KafkaError) -> EngineError {
     if let KafkaError::Transaction(ref t) = e {
         if t.txn_requires_abort() {
             return EngineError::Abortable(format!("{step}: {e}"));
         }
         if t.is_fatal() {
-            return if fenced(t.code()) {
+            return if hopeless(t.code()) {
                 EngineError::Fatal(format!("{step}: {e}"))
             } else {
                 EngineError::ProducerFailed(format!("{step}: {e}"))
@@ -414,16 +452,17 @@ pub(crate) fn classify(step: &str, e: KafkaError) -> EngineError {
     EngineError::Fatal(format!("{step}: {e}"))
 }
 
-/// Another producer with this transactional id (a newer incarnation of this instance)
-/// owns the work, or this one may not have it: a new producer would not help.
-fn fenced(code: RDKafkaErrorCode) -> bool {
+/// Errors a new producer would meet again: this principal may not use its transactional
+/// id. Fencing is not among them: a transactional id names one instance id, so a fenced
+/// producer almost always met the coordinator's own abort of a transaction that outlived
+/// `transaction.timeout.ms` (which bumps the epoch: seen after broker kills, when a
+/// commit stalls on the moving coordinator). A second process wrongly running with the
+/// same instance id is stopped otherwise: its consumer is fenced by static membership
+/// (a fatal consumer error ends the thread), and so is a producer renewed too often.
+fn hopeless(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
-        RDKafkaErrorCode::Fenced
-            | RDKafkaErrorCode::ProducerFenced
-            | RDKafkaErrorCode::InvalidProducerEpoch
-            | RDKafkaErrorCode::TransactionCoordinatorFenced
-            | RDKafkaErrorCode::FencedInstanceId
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
     )
 }

@@ -101,9 +101,10 @@ pub enum EngineError {
     /// The transaction must be aborted; the thread goes on.
     #[error("abortable transaction error: {0}")]
     Abortable(String),
-    /// The producer can go on no more, though nobody fenced it (a fatal idempotence
-    /// error, or a transaction state lost in a broker failover): a new producer with the
-    /// same transactional id takes over, which aborts the old one's transaction.
+    /// The producer can go on no more (a fatal idempotence error, a fence by the
+    /// coordinator's abort of a timed-out transaction): unless the open transaction's
+    /// commit was already sent, a new producer with the same transactional id takes
+    /// over, which aborts the old one's transaction.
     #[error("producer failed: {0}")]
     ProducerFailed(String),
     /// Fenced or fatal: a newer producer owns this work, or the client is broken.
@@ -144,6 +145,10 @@ pub(crate) struct TaskManager {
     /// commits the producer gets a fatal error (librdkafka's `rd_kafka_test_fatal_error`),
     /// once, so a test can watch the engine replace it.
     pub(crate) fail_producer_after_commits: Option<u64>,
+    /// When the producer was last replaced (a bounded number of times per minute).
+    pub(crate) renewals: Vec<Instant>,
+    /// The open transaction's commit was sent: its outcome may be unknown after a failure.
+    pub(crate) commit_sent: bool,
 }
 
 impl TaskManager {
@@ -930,6 +935,8 @@ impl StreamThread {
             standbys: standbys.clone(),
             mute: HashMap::new(),
             hold_after_records: test_hook("ERP_HOLD_AFTER_RECORDS", &self.topology.application_id),
+            renewals: Vec::new(),
+            commit_sent: false,
             fail_producer_after_commits: test_hook(
                 "ERP_FAIL_PRODUCER_AFTER_COMMITS",
                 &self.topology.application_id,
