@@ -225,6 +225,37 @@ impl Instance {
     }
 }
 
+/// The acceptance load's setup: `n_customers` customers every instance's order processor
+/// knows, `n_products` products of `stock` units published, and `n_orders` PlaceOrder
+/// commands of the acceptance mix, not yet published.
+pub fn acceptance_load(
+    app: &TestApp,
+    instances: &[&Instance],
+    rng: &mut Rng,
+    n_customers: usize,
+    (n_products, stock): (usize, i32),
+    n_orders: usize,
+) -> Vec<wire::OrderCommand> {
+    let customers = seed_customers(app, instances, rng, n_customers);
+    let p = app.publisher();
+    for cmd in sample::products(rng, n_products, stock, 1) {
+        p.inventory(&cmd).unwrap();
+    }
+    p.flush().unwrap();
+    (0..n_orders)
+        .map(|i| {
+            sample::order(
+                rng,
+                n_products,
+                &customers,
+                sample::Mix::ACCEPTANCE,
+                1000 + i as i64,
+            )
+            .command
+        })
+        .collect()
+}
+
 /// Registers `n` customers and waits until every instance's order processor knows them
 /// (its customer table), so the load is priced rather than refused.
 pub fn seed_customers(

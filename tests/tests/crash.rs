@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use erp_connectors::sample::{self, Mix};
+use erp_connectors::sample;
 use erp_schemas::{SchemaKind, wire};
-use erp_tests::process::{Instance, check_saga_invariants, seed_customers};
+use erp_tests::process::{Instance, acceptance_load, check_saga_invariants};
 use erp_tests::{TestApp, eventually};
 
 #[test]
@@ -17,26 +17,10 @@ fn kill_dash_nine_mid_load_loses_nothing_and_duplicates_nothing() {
     let first = Instance::spawn(&app, "i1", &state);
     first.wait_ready();
 
-    let p = app.publisher();
     let mut rng = sample::Rng::new(99);
-    let customers = seed_customers(&app, &[&first], &mut rng, 20);
-    for cmd in sample::products(&mut rng, n_products, stock, 1) {
-        p.inventory(&cmd).unwrap();
-    }
-    p.flush().unwrap();
+    let orders = acceptance_load(&app, &[&first], &mut rng, 20, (n_products, stock), n_orders);
+    let p = app.publisher();
     let carrier = app.carrier();
-    let orders: Vec<wire::OrderCommand> = (0..n_orders)
-        .map(|i| {
-            sample::order(
-                &mut rng,
-                n_products,
-                &customers,
-                Mix::ACCEPTANCE,
-                1000 + i as i64,
-            )
-            .command
-        })
-        .collect();
     let (early, late) = orders.split_at(n_orders / 2);
     for o in early {
         p.order(o).unwrap();
@@ -114,26 +98,17 @@ fn a_failed_producer_is_replaced_in_place_and_nothing_is_lost_or_duplicated() {
         &[("ERP_FAIL_PRODUCER_AFTER_COMMITS", ":3")],
     );
     instance.wait_ready();
-    let p = app.publisher();
     let mut rng = sample::Rng::new(7);
-    let customers = seed_customers(&app, &[&instance], &mut rng, 10);
-    for cmd in sample::products(&mut rng, n_products, stock, 1) {
-        p.inventory(&cmd).unwrap();
-    }
-    p.flush().unwrap();
+    let orders = acceptance_load(
+        &app,
+        &[&instance],
+        &mut rng,
+        10,
+        (n_products, stock),
+        n_orders,
+    );
+    let p = app.publisher();
     let carrier = app.carrier();
-    let orders: Vec<wire::OrderCommand> = (0..n_orders)
-        .map(|i| {
-            sample::order(
-                &mut rng,
-                n_products,
-                &customers,
-                Mix::ACCEPTANCE,
-                1000 + i as i64,
-            )
-            .command
-        })
-        .collect();
     for o in &orders {
         p.order(o).unwrap();
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use erp_connectors::sample::{self, Mix};
 use erp_schemas::wire;
-use erp_tests::process::{Instance, check_saga_invariants, seed_customers};
+use erp_tests::process::{Instance, acceptance_load, check_saga_invariants, seed_customers};
 use erp_tests::{TestApp, eventually};
 
 #[test]
@@ -33,26 +33,17 @@ fn three_instances_survive_stop_kill_and_join_under_load() {
         },
     );
 
-    let p = app.publisher();
     let mut rng = sample::Rng::new(7);
-    let customers = seed_customers(&app, &[&a, &b, &c], &mut rng, 20);
-    for cmd in sample::products(&mut rng, n_products, stock, 1) {
-        p.inventory(&cmd).unwrap();
-    }
-    p.flush().unwrap();
+    let orders = acceptance_load(
+        &app,
+        &[&a, &b, &c],
+        &mut rng,
+        20,
+        (n_products, stock),
+        n_orders,
+    );
+    let p = app.publisher();
     let carrier = app.carrier();
-    let orders: Vec<wire::OrderCommand> = (0..n_orders)
-        .map(|i| {
-            sample::order(
-                &mut rng,
-                n_products,
-                &customers,
-                Mix::ACCEPTANCE,
-                1000 + i as i64,
-            )
-            .command
-        })
-        .collect();
     let chunks: Vec<&[wire::OrderCommand]> = orders.chunks(n_orders / 4).collect();
     let publish = |chunk: &[wire::OrderCommand]| {
         for o in chunk {
