@@ -36,7 +36,12 @@ const RENEWAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxnState {
     Idle,
-    Open { since: Instant, records: usize },
+    Open {
+        since: Instant,
+        records: usize,
+        /// Its commit was sent: after a failure its outcome may be unknown.
+        commit_sent: bool,
+    },
 }
 
 impl TaskManager {
@@ -49,8 +54,8 @@ impl TaskManager {
             self.txn = TxnState::Open {
                 since: Instant::now(),
                 records: 0,
+                commit_sent: false,
             };
-            self.commit_sent = false;
         }
         Ok(())
     }
@@ -58,7 +63,7 @@ impl TaskManager {
     pub(crate) fn should_commit(&self) -> bool {
         match self.txn {
             TxnState::Idle => false,
-            TxnState::Open { since, records } => {
+            TxnState::Open { since, records, .. } => {
                 records >= self.config.max_records_per_transaction
                     || since.elapsed() >= self.config.commit_interval
             }
@@ -228,7 +233,13 @@ impl TaskManager {
     /// inventory event twice). Then the thread ends, and the restart reads the outcome
     /// from the log: committed offsets and changelogs.
     fn renewable(&self, reason: &str) -> Result<(), EngineError> {
-        if self.commit_sent && self.txn != TxnState::Idle {
+        if matches!(
+            self.txn,
+            TxnState::Open {
+                commit_sent: true,
+                ..
+            }
+        ) {
             return Err(EngineError::Fatal(format!(
                 "{reason}; the transaction's commit was sent, its outcome is unknown"
             )));
@@ -318,7 +329,9 @@ impl TaskManager {
         }
         let flushed = started.elapsed();
         // From here on a failure may hide a commit that happened.
-        self.commit_sent = true;
+        if let TxnState::Open { commit_sent, .. } = &mut self.txn {
+            *commit_sent = true;
+        }
         let result = self
             .producer
             .commit_transaction(timeout)
@@ -355,7 +368,7 @@ impl TaskManager {
             .map_err(|e| classify("abort", e))
         {
             Ok(()) => {}
-            Err(EngineError::Fatal(reason)) => return Err(EngineError::Fatal(reason)),
+            Err(e @ EngineError::Fatal(_)) => return Err(e),
             // An abort refused (say, INVALID_TXN_STATE after a broker failover) leaves
             // a producer that cannot go on: the next one aborts the transaction.
             Err(e) => {

@@ -147,8 +147,6 @@ pub(crate) struct TaskManager {
     pub(crate) fail_producer_after_commits: Option<u64>,
     /// When the producer was last replaced (a bounded number of times per minute).
     pub(crate) renewals: Vec<Instant>,
-    /// The open transaction's commit was sent: its outcome may be unknown after a failure.
-    pub(crate) commit_sent: bool,
 }
 
 impl TaskManager {
@@ -794,14 +792,14 @@ impl ClientContext for EngineContext {
                 // consumer's own `consumer_lag` (against offsets it committed itself) never
                 // moves: lag is the last stable offset minus the next record handed to
                 // the processor.
-                if tm.tasks.contains_key(&p.partition) && p.app_offset >= 0 && p.ls_offset >= 0 {
+                if !tm.tasks.contains_key(&p.partition) {
+                    // Revoked: another instance reports it now.
+                    let _ = tm.metrics.consumer_lag.remove_label_values(&labels);
+                } else if p.app_offset >= 0 && p.ls_offset >= 0 {
                     tm.metrics
                         .consumer_lag
                         .with_label_values(&labels)
                         .set((p.ls_offset - p.app_offset).max(0));
-                } else if !tm.tasks.contains_key(&p.partition) {
-                    // Revoked: another instance reports it now.
-                    let _ = tm.metrics.consumer_lag.remove_label_values(&labels);
                 }
             }
         }
@@ -915,8 +913,7 @@ impl StreamThread {
             &self.metrics,
             self.shutdown.clone(),
         )?;
-        let producer = transactional_producer(&self.config, &app)?;
-        let producer = Arc::new(producer);
+        let producer = Arc::new(transactional_producer(&self.config, &app)?);
         let tm = Arc::new(Mutex::new(TaskManager {
             config: self.config.clone(),
             topology: self.topology.clone(),
@@ -936,7 +933,6 @@ impl StreamThread {
             mute: HashMap::new(),
             hold_after_records: test_hook("ERP_HOLD_AFTER_RECORDS", &self.topology.application_id),
             renewals: Vec::new(),
-            commit_sent: false,
             fail_producer_after_commits: test_hook(
                 "ERP_FAIL_PRODUCER_AFTER_COMMITS",
                 &self.topology.application_id,
